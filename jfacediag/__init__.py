@@ -1,0 +1,9 @@
+"""jfacediag: facial diagnosis by deep transfer learning from face recognition (JAX/Flax)."""
+import os
+
+# TensorFlow is only our input pipeline. Silence its import banner (oneDNN, absl) before anything imports it;
+# a user who sets these variables keeps their own values.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

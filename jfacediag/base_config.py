@@ -1,0 +1,126 @@
+"""The base config: every field the trainer reads, documented in one place.
+
+Config files in `configs/` start from `get_config()` here and change a few fields. The returned ConfigDict is
+locked: assigning a field that does not exist (a typo on the command line or in a config file) is an error that
+names the valid fields.
+
+Durations are in epochs (`*_epochs`) or steps (`*_steps`); an epoch is one pass over the training split.
+"""
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Initialises the head, dropout and augmentation. The split has its own seed (data.split_seed).
+  c.method = "finetune"  # "finetune" (DTL1: train backbone + new head) or "svm" (DTL2: frozen features + LinearSVC).
+
+  # == Data =========================================================================================================
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = ""  # Folder of class subfolders, or of train/ and test/ (and optionally val/) each holding them.
+  c.data.generate = ""  # "toy": generate a small synthetic image folder into WORKDIR/data when data.dir is empty.
+  c.data.classes = ""  # Comma-separated class folder names fixing the label order; "" = sorted folder names.
+  # Split strategy: "auto" (= "folders" when data.dir holds train/ and test/, else "per_class"), "folders",
+  # "per_class" (train_per_class + test_per_class images drawn per class; the paper: 40 + 30), "fraction"
+  # (test_fraction of each class), or "kfold" (stratified; fold `fold` of `num_folds` is the test split).
+  c.data.split = "auto"
+  c.data.train_per_class = 40
+  c.data.test_per_class = 30
+  c.data.test_fraction = 0.3
+  c.data.num_folds = 5
+  c.data.fold = 0
+  c.data.val_fraction = 0.0  # Stratified hold-out carved from the train split (for curves and the best checkpoint).
+  c.data.split_seed = 0
+  # The split is written to WORKDIR/manifest.csv and reused on resume; a run whose split settings differ from the
+  # manifest's fails and shows the difference.
+
+  # == Input pipeline ===============================================================================================
+  c.input = ml_collections.ConfigDict()
+  c.input.batch_size = 32  # Global batch over all devices and processes; must divide by the device count.
+  c.input.eval_batch_size = 64  # Global; the last partial batch is padded and masked, never dropped.
+  c.input.flip = True  # Train-only augmentations: horizontal flip,
+  c.input.random_resized_crop = True  # a mild random-resized crop (area rrc_min_area..1, aspect 3/4..4/3),
+  c.input.rrc_min_area = 0.8
+  c.input.color_jitter = 0.1  # and brightness/contrast/saturation jitter of this strength (0 = off).
+  c.input.prefetch = 2  # Batches prefetched per process.
+
+  # == Model ========================================================================================================
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = "resnet18"  # A name from `jfacediag.models.names()`.
+  c.model.input_size = 0  # Input side in pixels; 0 = the backbone's own (from its preprocessing).
+  c.model.head_dropout = 0.0  # Dropout on the features before the new head (finetune only).
+  c.model.freeze_bn_stats = False  # Finetune with BatchNorm in inference mode (running statistics not updated).
+
+  # == Initialisation ===============================================================================================
+  c.init = ml_collections.ConfigDict()
+  # Converted backbone weights: a directory with metadata.json and variables/ (tools/convert_weights.py writes it).
+  # "" = random initialisation (only sensible for tests and the toy run). Their preprocessing replaces the
+  # registry's. Order of precedence: a checkpoint in WORKDIR (resume) > init.checkpoint > random.
+  c.init.checkpoint = ""
+  c.init.dont_load = ""  # Regex of backbone parameter paths to keep freshly initialised instead of loading.
+
+  # == Optimiser (finetune) =========================================================================================
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"  # "sgd" (with momentum; the paper) or "adamw".
+  c.optim.lr = 0.01  # Peak learning rate. The paper: 5e-5.
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 5e-4  # SGD: L2 added to the gradient (as the paper); AdamW: decoupled.
+  c.optim.schedule = "cosine"  # "constant" or "cosine" (to 0 at the end), both after linear warmup.
+  c.optim.warmup_epochs = 0.0
+  c.optim.label_smoothing = 0.0
+  c.optim.grad_clip = 0.0  # Global-norm clip; 0 = off.
+  c.optim.freeze = ""  # Regex of parameter paths not to train, e.g. "backbone/(conv1|bn1|layer1)".
+
+  # == SVM (svm) ====================================================================================================
+  c.svm = ml_collections.ConfigDict()
+  c.svm.C = 1.0
+  c.svm.select_C = False  # Choose C by stratified cross-validation on the train split only (grid C_grid).
+  c.svm.C_grid = "0.001,0.01,0.1,1,10,100,1000"
+  c.svm.cv_folds = 5
+  c.svm.multiclass = "ovr"  # "ovr" (one-vs-rest) or "crammer_singer".
+  c.svm.standardize = True  # Standardise features with the train split's mean and std.
+  c.svm.max_iter = 20000
+
+  # == Training loop ================================================================================================
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 30.0
+  c.train.log_every_steps = 1  # Progress bar / TensorBoard train metrics every N steps.
+  c.train.eval_every_epochs = 1.0  # Validation (when data.val_fraction > 0) every N epochs.
+  c.train.checkpoint_every_steps = 200  # Plus at every validation, at the end and on SIGTERM.
+  c.train.best_metric = "val_accuracy"  # Keeps the best checkpoint by this ("val_accuracy" or "val_loss").
+  c.train.report_checkpoint = "last"  # Checkpoint evaluated for the report: "last" or "best" (needs a val split).
+  c.train.stop_after_steps = 0  # Save and exit after this step, as on preemption (time-sliced jobs, tests); 0 = off.
+
+  # == Evaluation ===================================================================================================
+  c.eval = ml_collections.ConfigDict()
+  c.eval.bootstrap = 1000  # Resamples for the 95% bootstrap intervals of every metric; 0 = no intervals.
+  c.eval.positive_class = ""  # Binary tasks: the class whose precision/sensitivity headline the report ("" = label 1).
+
+  # == Processes ====================================================================================================
+  # "auto": call jax.distributed.initialize() when JAX_COORDINATOR_ADDRESS is set (launch.sh sets it), "yes", "no".
+  c.distributed = "auto"
+  return c
+
+
+def parse_arg(arg, **defaults):
+  """Parses a config argument "a=1,b=x,flag" into a ConfigDict, typed by the defaults (big_vision style).
+
+  `configs/toy.py:method=svm` passes "method=svm" to `get_config`. A bare name sets a bool default to True.
+  Unknown keys are an error that names the known ones.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}")
+    kind = type(defaults[key])
+    if not sep:
+      if kind is not bool:
+        raise ValueError(f"Config argument {key!r} needs a value ({key}=...)")
+      out[key] = True
+    elif kind is bool:
+      out[key] = value.lower() in ("1", "true", "yes", "y")
+    else:
+      out[key] = kind(value)
+  return out

@@ -1,0 +1,56 @@
+"""Checkpoints under WORKDIR/checkpoints: orbax CheckpointManager behind one small class.
+
+Each checkpoint holds the train state (params, batch_stats, optimiser state, step, RNG) and a JSON `meta` entry
+(epoch, input position, history length). The latest checkpoint and the best one by a validation metric are kept.
+Saves are asynchronous; every process calls save and restore (orbax coordinates multi-host writes).
+"""
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+class Checkpoints:
+
+  def __init__(self, workdir, best_metric="", best_mode="max"):
+    self.best_metric, self.sign = best_metric, (1.0 if best_mode == "max" else -1.0)
+    keep = [policies.LatestN(1)]
+    if best_metric:
+      keep.append(policies.BestN(get_metric_fn=self._score, n=1, keep_checkpoints_without_metrics=False))
+    self.mngr = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(preservation_policy=policies.AnyPreservationPolicy(keep),
+                                             enable_async_checkpointing=True))
+
+  def _score(self, metrics):
+    return self.sign * float(metrics[self.best_metric])
+
+  def latest_step(self):
+    return self.mngr.latest_step()
+
+  def best_step(self):
+    """The kept step with the best metric, or None when no checkpoint carries one."""
+    scored = [(self._score(m), s) for s in self.mngr.all_steps() if (m := self.mngr.metrics(s))
+              and self.best_metric in m]
+    return max(scored)[1] if scored else None
+
+  def save(self, step, state, meta, metrics=None):
+    if step in self.mngr.all_steps():
+      return
+    self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                   metrics=metrics, force=True)
+
+  def restore(self, step, like):
+    """Restores step into the structure, dtypes and shardings of `like` (a state of the same run)."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    out = self.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                           meta=ocp.args.JsonRestore()))
+    return out.state, out.meta
+
+  def wait(self):
+    self.mngr.wait_until_finished()
+
+  def close(self):
+    self.mngr.wait_until_finished()
+    self.mngr.close()

@@ -1,0 +1,65 @@
+"""Reading one image file into an RGB uint8 array, or saying exactly why it cannot be read.
+
+PIL does the decoding (TensorFlow's decoders ignore EXIF orientation and reject some CMYK and 16-bit files), both
+when a folder is scanned and inside the tf.data pipeline, so what the scan accepts is what training reads.
+"""
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+class UnreadableImage(ValueError):
+  """A file that is not a decodable image; the message is the reason shown in the report."""
+
+
+def _to_rgb(img):
+  """Any PIL mode to 8-bit RGB: 16-bit and 32-bit grey rescaled, alpha composited onto black, CMYK converted."""
+  if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    arr = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.stack([arr] * 3, axis=-1)
+  if img.mode == "P":
+    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+  if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    rgba = img.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    img = Image.alpha_composite(black, rgba)
+  return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def load_rgb(path):
+  """Returns the image at `path` as an (H, W, 3) uint8 RGB array, upright per its EXIF orientation.
+
+  Raises UnreadableImage with a short reason for empty, truncated, corrupt or non-image files.
+  """
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise UnreadableImage(f"cannot stat file: {e.strerror}") from e
+  if size == 0:
+    raise UnreadableImage("empty file (0 bytes)")
+  try:
+    with Image.open(path) as img:
+      img.load()  # Forces the full decode: truncated files fail here, not later inside the pipeline.
+      img = ImageOps.exif_transpose(img)
+      arr = _to_rgb(img)
+  except Image.UnidentifiedImageError as e:
+    raise UnreadableImage("not an image (no decoder recognises its contents)") from e
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise UnreadableImage(f"corrupt or truncated image ({e})") from e
+  if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+    raise UnreadableImage(f"image has no pixels (shape {arr.shape})")
+  return arr
+
+
+def check(path):
+  """Returns None when `path` decodes, else the reason it does not."""
+  try:
+    load_rgb(path)
+  except UnreadableImage as e:
+    return str(e)
+  return None

@@ -1,0 +1,204 @@
+"""Scanning a folder of labelled images, splitting it, and the manifest that records the split.
+
+Layouts: `root/<class>/<image>` or `root/{train,test[,val]}/<class>/<image>`. Every file under a class folder ends up
+in the manifest: as an example of a split, as `unused` (per_class leaves the rest of a class out), or as `skipped`
+with the reason (unreadable, or not an image file). Nothing is dropped silently.
+"""
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+from sklearn import model_selection
+from tqdm import tqdm
+
+from jfacediag.data import images
+
+SPLIT_FOLDERS = ("train", "val", "test")
+MANIFEST = "manifest.csv"
+SPLIT_SETTINGS = "split.json"
+
+
+@dataclasses.dataclass
+class Row:
+  file: str  # Relative to the data dir, with "/" separators.
+  class_name: str
+  split: str  # train | val | test | unused | skipped
+  reason: str = ""
+
+
+def _list_dir(path):
+  return sorted(os.listdir(path))
+
+
+def scan(root, classes=None, show_progress=True):
+  """Lists the class folders of `root` and decodes every file once. Returns (layout, classes, rows).
+
+  rows have split = the folder split ("train"/"test"/"val") for the `folders` layout, "" for a flat layout, or
+  "skipped" with a reason. `classes` fixes the label order and must match the folders exactly.
+  """
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"data.dir={root!r} is not a directory")
+  top = [d for d in _list_dir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")]
+  layout = layout_of(root)
+  parts = [s for s in SPLIT_FOLDERS if s in top] if layout == "folders" else [""]
+  found = set()
+  entries = []
+  for part in parts:
+    base = os.path.join(root, part)
+    for cls in _list_dir(base):
+      cdir = os.path.join(base, cls)
+      if not os.path.isdir(cdir) or cls.startswith("."):
+        continue
+      found.add(cls)
+      for dirpath, dirnames, filenames in os.walk(cdir):
+        dirnames.sort()
+        for name in sorted(filenames):
+          if name.startswith("."):
+            continue  # .DS_Store, ._resource forks, editor swap files.
+          rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+          entries.append((rel, cls, part))
+  if not found:
+    raise ValueError(f"data.dir={root!r} holds no class subfolders (expected {root}/<class>/<image> or "
+                     f"{root}/train/<class>/... and {root}/test/<class>/...)")
+  if classes:
+    missing, extra = sorted(set(classes) - found), sorted(found - set(classes))
+    if missing or extra:
+      raise ValueError(f"data.classes does not match the class folders of {root}:\n"
+                       + "".join(f"- {c} (in data.classes, no folder)\n" for c in missing)
+                       + "".join(f"+ {c} (folder, not in data.classes)\n" for c in extra))
+  else:
+    classes = sorted(found)
+
+  rows = []
+  for rel, cls, part in tqdm(entries, desc="scan images", unit="img", disable=not show_progress, leave=False):
+    if not rel.lower().endswith(images.IMAGE_EXTENSIONS):
+      rows.append(Row(rel, cls, "skipped", "not an image file extension"))
+      continue
+    reason = images.check(os.path.join(root, rel))
+    rows.append(Row(rel, cls, "skipped" if reason else part, reason or ""))
+
+  usable = {c: sum(r.class_name == c and r.split != "skipped" for r in rows) for c in classes}
+  empty = [c for c, n in usable.items() if n == 0]
+  if empty:
+    raise ValueError(f"class(es) {empty} have no readable image in {root} "
+                     f"(skipped: {[(r.file, r.reason) for r in rows if r.class_name in empty]})")
+  return layout, list(classes), rows
+
+
+def layout_of(root):
+  """"folders" when `root` holds train/ and test/ subfolders, else "flat"."""
+  return "folders" if all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test")) else "flat"
+
+
+def settings_for(cfg, layout):
+  """The split settings a data config asks for: what the manifest records and a resumed run must match."""
+  strategy = cfg.split if cfg.split != "auto" else ("folders" if layout == "folders" else "per_class")
+  settings = {"strategy": strategy, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
+  settings.update({"per_class": dict(train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class),
+                   "fraction": dict(test_fraction=cfg.test_fraction),
+                   "kfold": dict(num_folds=cfg.num_folds, fold=cfg.fold)}.get(strategy, {}))
+  return settings
+
+
+def assign(rows, classes, layout, cfg):
+  """Fills in each usable row's split from the data config (`cfg` = config.data). Returns the settings used."""
+  settings = settings_for(cfg, layout)
+  strategy = settings["strategy"]
+  usable = [r for r in rows if r.split != "skipped"]
+  if strategy == "folders":
+    if layout != "folders":
+      raise ValueError(f"data.split='folders' needs train/ and test/ folders under {cfg.dir!r}")
+  else:
+    if layout == "folders":
+      raise ValueError(f"{cfg.dir!r} is already split into train/ and test/; use data.split='folders' or 'auto'")
+    rng = np.random.default_rng(cfg.split_seed)
+    if strategy == "per_class":
+      for cls in classes:
+        members = [r for r in usable if r.class_name == cls]
+        need = cfg.train_per_class + cfg.test_per_class
+        if len(members) < need:
+          raise ValueError(f"class {cls!r} has {len(members)} readable images; data.split='per_class' needs "
+                           f"train_per_class + test_per_class = {cfg.train_per_class} + {cfg.test_per_class} = {need}")
+        order = rng.permutation(len(members))
+        for rank, i in enumerate(order):
+          members[i].split = ("train" if rank < cfg.train_per_class else
+                              "test" if rank < need else "unused")
+    elif strategy == "fraction":
+      for cls in classes:
+        members = [r for r in usable if r.class_name == cls]
+        n_test = int(round(cfg.test_fraction * len(members)))
+        if not 0 < n_test < len(members):
+          raise ValueError(f"class {cls!r}: test_fraction={cfg.test_fraction} of {len(members)} images gives "
+                           f"{n_test} test images; need at least 1 in each of train and test")
+        order = rng.permutation(len(members))
+        for rank, i in enumerate(order):
+          members[i].split = "test" if rank < n_test else "train"
+    elif strategy == "kfold":
+      if not 0 <= cfg.fold < cfg.num_folds:
+        raise ValueError(f"data.fold={cfg.fold} is outside 0..num_folds-1={cfg.num_folds - 1}")
+      labels = np.array([classes.index(r.class_name) for r in usable])
+      kf = model_selection.StratifiedKFold(cfg.num_folds, shuffle=True, random_state=cfg.split_seed)
+      _, test_idx = list(kf.split(np.zeros(len(labels)), labels))[cfg.fold]
+      test_set = set(test_idx.tolist())
+      for i, r in enumerate(usable):
+        r.split = "test" if i in test_set else "train"
+    else:
+      raise ValueError(f"data.split={cfg.split!r}; expected one of auto, folders, per_class, fraction, kfold")
+
+  if cfg.val_fraction > 0:
+    if any(r.split == "val" for r in usable):
+      raise ValueError("data.val_fraction > 0 but the data folder already has a val/ split; set it to 0")
+    vrng = np.random.default_rng([cfg.split_seed, 1])
+    for cls in classes:
+      members = [r for r in usable if r.class_name == cls and r.split == "train"]
+      n_val = max(1, int(round(cfg.val_fraction * len(members))))
+      if n_val >= len(members):
+        raise ValueError(f"class {cls!r}: val_fraction={cfg.val_fraction} leaves no training image "
+                         f"({len(members)} in train)")
+      for i in vrng.permutation(len(members))[:n_val]:
+        members[i].split = "val"
+  return settings
+
+
+def write(workdir, rows, settings, classes):
+  """Writes WORKDIR/manifest.csv (file, class, split, reason) and WORKDIR/split.json (settings, class order)."""
+  os.makedirs(workdir, exist_ok=True)
+  tmp = os.path.join(workdir, MANIFEST + ".tmp")
+  with open(tmp, "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(["file", "class", "split", "reason"])
+    for r in rows:
+      w.writerow([r.file, r.class_name, r.split, r.reason])
+  os.replace(tmp, os.path.join(workdir, MANIFEST))
+  with open(os.path.join(workdir, SPLIT_SETTINGS), "w", encoding="utf-8") as f:
+    json.dump({"settings": settings, "classes": list(classes)}, f, indent=2)
+
+
+def read(workdir):
+  """Returns (rows, settings, classes) from WORKDIR, or (None, None, None) when there is no manifest yet."""
+  path = os.path.join(workdir, MANIFEST)
+  if not os.path.exists(path):
+    return None, None, None
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = [Row(d["file"], d["class"], d["split"], d["reason"]) for d in csv.DictReader(f)]
+  with open(os.path.join(workdir, SPLIT_SETTINGS), encoding="utf-8") as f:
+    stored = json.load(f)
+  return rows, stored["settings"], stored["classes"]
+
+
+def check_same_settings(stored, wanted):
+  """Raises when the split settings of a resumed run differ from those its manifest was written with."""
+  keys = sorted(set(stored) | set(wanted))
+  diff = [f"  {k}: manifest has {stored.get(k)!r}, config asks {wanted.get(k)!r}"
+          for k in keys if stored.get(k) != wanted.get(k)]
+  if diff:
+    raise ValueError("The workdir's manifest.csv was written with other split settings; use a new --workdir or "
+                     "restore the settings:\n" + "\n".join(diff))
+
+
+def examples(rows, classes, split):
+  """(files, labels) of one split, in manifest order."""
+  sel = [r for r in rows if r.split == split]
+  return [r.file for r in sel], np.array([classes.index(r.class_name) for r in sel], dtype=np.int32)

@@ -1,0 +1,67 @@
+"""The train state and the jit-compiled steps: train, predict (logits) and features.
+
+Steps are jitted over the mesh: parameters replicated, batches split on the data axis. BatchNorm reduces over the
+batch axis of a global array, so its statistics are global (sync-BN) without any axis name.
+"""
+import functools
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from jfacediag import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  batch_stats: dict
+  opt_state: optax.OptState
+  rng: jax.Array  # Raw uint32 key data: per-step keys are fold_in(rng, step), so resuming replays them exactly.
+
+
+def init_variables(model, rng, input_size):
+  """Initial {"params", "batch_stats"} of `model` for square RGB inputs of side `input_size`."""
+  x = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))({"params": rng}, x)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def make_train_step(model, tx, mesh, num_classes, label_smoothing, bn_train, lr_schedule):
+  """Returns train_step(state, batch) -> (state, metrics); the state's buffers are donated."""
+
+  def step_fn(state, batch):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+      logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
+                                    train=True, bn_train=bn_train, rngs={"dropout": rng},
+                                    mutable=["batch_stats"])
+      targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), label_smoothing)
+      loss = optax.softmax_cross_entropy(logits, targets).mean()
+      return loss, (logits, updates.get("batch_stats", state.batch_stats))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+               "lr": lr_schedule(state.step)}
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return new, metrics
+
+  rep = sharding.replicated(mesh)
+  return jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep))
+
+
+def make_predict_step(model, mesh):
+  """Returns predict(variables, images) -> logits, replicated so every process can read all rows."""
+  rep = sharding.replicated(mesh)
+  return jax.jit(lambda v, x: model.apply(v, x, train=False), out_shardings=rep)
+
+
+def make_feature_step(model, mesh):
+  """Returns features(variables, images) -> the backbone's feature layer, replicated (DTL2)."""
+  rep = sharding.replicated(mesh)
+  return jax.jit(lambda v, x: model.apply(v, x, train=False, method="features"), out_shardings=rep)

@@ -1,0 +1,302 @@
+r"""Trains and evaluates one run: fine-tuning (DTL1) or frozen features + linear SVM (DTL2).
+
+  python -m jfacediag.train --config configs/toy.py --workdir runs/toy
+  python -m jfacediag.train --config configs/toy.py:method=svm --workdir runs/toy-svm --config.svm.C=0.1
+
+WORKDIR receives: config.json, manifest.csv + split.json (the split, reused on resume), checkpoints/ (orbax),
+history.jsonl, tensorboard/, and report/ (metrics.json, predictions.csv, confusion_matrix.png, curves.png,
+roc.png for two classes, report.md). Rerunning the same command on a workdir that holds a checkpoint resumes it.
+"""
+import math
+import os
+import signal
+import sys
+import time
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+from tqdm import tqdm
+
+from jfacediag import checkpointing, metric_writer, metrics as metrics_lib, optim, report, sharding, steps, svm
+from jfacediag import models
+from jfacediag.data import pipeline, splits, toy
+from jfacediag.models import classifier, weights
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the split, checkpoints, logs and report.")
+
+
+def log(*args):
+  if jax.process_index() == 0:
+    print(*args, flush=True)
+
+
+# == Data ==============================================================================================================
+def data_dir_for(cfg, workdir):
+  """config.data.dir, or a generated folder under WORKDIR/data for data.generate='toy'."""
+  if cfg.dir:
+    return os.path.abspath(os.path.expanduser(cfg.dir))
+  if cfg.generate == "toy":
+    root = os.path.join(workdir, "data")
+    if jax.process_index() == 0:
+      toy.make_folder(root, num_classes=3, per_class=cfg.train_per_class + cfg.test_per_class)
+    return root
+  raise ValueError("config.data.dir is empty: pass --config.data.dir=/path/to/class/folders "
+                   "(or data.generate='toy' for the generated toy folder)")
+
+
+def load_split(cfg, root, workdir):
+  """Reuses WORKDIR/manifest.csv when present (after checking its settings), else scans and splits."""
+  rows, stored, classes = splits.read(workdir)
+  wanted = splits.settings_for(cfg, splits.layout_of(root))
+  if rows is not None:
+    splits.check_same_settings(stored, wanted)
+    if cfg.classes and cfg.classes.split(",") != classes:
+      raise ValueError(f"data.classes={cfg.classes!r} differs from the manifest's class order {classes}")
+    return rows, classes
+  layout, classes, rows = splits.scan(root, cfg.classes.split(",") if cfg.classes else None,
+                                      show_progress=jax.process_index() == 0)
+  settings = splits.assign(rows, classes, layout, cfg)
+  if jax.process_index() == 0:
+    splits.write(workdir, rows, settings, classes)
+  return rows, classes
+
+
+# == Evaluation helpers ================================================================================================
+def run_batches(fn, variables, root, files, labels, pp, batch_size, mesh, dim):
+  """Runs fn(variables, images, index) over padded eval batches; returns [len(files), dim] in file order."""
+  out = np.zeros((len(files), dim), np.float32)
+  num, it = pipeline.eval_batches(root, files, labels, pp, batch_size)
+  for local in it:
+    batch = sharding.global_batch({"image": local["image"], "index": local["index"]}, mesh)
+    values, index = jax.device_get(fn(variables, batch["image"], batch["index"]))
+    keep = index >= 0
+    out[index[keep]] = values[keep]
+  del num
+  return out
+
+
+def softmax_loss(logits, labels):
+  logp = jax.nn.log_softmax(jnp.asarray(logits), -1)
+  return float(-np.mean(np.take_along_axis(np.asarray(logp), labels[:, None], 1)))
+
+
+# == Methods ===========================================================================================================
+def finetune(config, workdir, model, variables, data, pp, mesh):
+  """DTL1. Returns (variables to report, checkpoint step, which checkpoint) or None when stopped early."""
+  root, (tr_files, tr_labels), (va_files, va_labels) = data["root"], data["train"], data["val"]
+  num_classes, cfg = model.num_classes, config.train
+  batch = config.input.batch_size
+  sharding.check_batch_size(batch, mesh)
+  steps_per_epoch = len(tr_files) / batch
+  total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+  lr = optim.schedule(config.optim, steps_per_epoch, total)
+  tx = optim.make(config.optim, variables["params"], lr)
+  rep = sharding.replicated(mesh)
+  state = jax.device_put(steps.TrainState(
+      step=jnp.zeros((), jnp.int32), params=variables["params"], batch_stats=variables["batch_stats"],
+      opt_state=tx.init(variables["params"]), rng=jax.random.key_data(jax.random.PRNGKey(config.seed + 1))), rep)
+
+  has_val = len(va_files) > 0
+  if not has_val and cfg.report_checkpoint == "best":
+    raise ValueError("train.report_checkpoint='best' needs a validation split (data.val_fraction > 0 or val/)")
+  mode = "min" if cfg.best_metric.endswith("loss") else "max"
+  ckpts = checkpointing.Checkpoints(workdir, cfg.best_metric if has_val else "", mode)
+  # Initialisation order: a checkpoint in the workdir (resume) > init.checkpoint (already merged) > random.
+  start = ckpts.latest_step() or 0
+  if start:
+    state, meta = ckpts.restore(start, state)
+    if meta["total_steps"] != total:
+      raise ValueError(f"The checkpoint was written by a run of {meta['total_steps']} steps; this config gives "
+                       f"{total} (train.epochs, input.batch_size or the split changed). Use a new --workdir.")
+    log(f"Resuming from step {start}/{total} (epoch {start / steps_per_epoch:.2f}).")
+
+  train_step = steps.make_train_step(model, tx, mesh, num_classes, config.optim.label_smoothing,
+                                     not config.model.freeze_bn_stats, lr)
+  predict = jax.jit(lambda v, x, i: (model.apply(v, x, train=False), i), out_shardings=rep)
+  writer = metric_writer.MetricWriter(workdir, resume_step=start)
+  eval_every = max(1, int(round(cfg.eval_every_epochs * steps_per_epoch)))
+
+  stop = {"signal": False}
+  previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
+  batches = pipeline.train_batches(root, tr_files, tr_labels, pp, config.input, batch, config.seed, start,
+                                   total - start)
+  bar = tqdm(total=total, initial=start, unit="step", disable=jax.process_index() != 0, dynamic_ncols=True)
+  last_log, last_t = start, time.perf_counter()
+  stopped = False
+  for step in range(start, total):
+    local = next(batches)
+    state, train_metrics = train_step(state, sharding.global_batch(local, mesh))
+    done = step + 1
+    if done % cfg.log_every_steps == 0 or done == total:
+      m = jax.device_get(train_metrics)
+      if not np.isfinite(m["loss"]):
+        raise FloatingPointError(f"Non-finite loss {m['loss']} at step {done}; lower optim.lr or check the data")
+      now = time.perf_counter()
+      ips = (done - last_log) * batch / (now - last_t)
+      last_log, last_t = done, now
+      writer.write(done, epoch=done / steps_per_epoch, train_loss=m["loss"], train_accuracy=m["accuracy"],
+                   lr=m["lr"], images_per_second=ips)
+      bar.set_postfix(epoch=f"{done / steps_per_epoch:.1f}", loss=f"{m['loss']:.4f}", img_s=f"{ips:.1f}")
+    bar.update(1)
+
+    val = None
+    if has_val and (done % eval_every == 0 or done == total):
+      logits = run_batches(predict, {"params": state.params, "batch_stats": state.batch_stats}, root, va_files,
+                           va_labels, pp, config.input.eval_batch_size, mesh, num_classes)
+      val = {"val_loss": softmax_loss(logits, va_labels), "val_accuracy": float(np.mean(
+          logits.argmax(1) == va_labels))}
+      writer.write(done, epoch=done / steps_per_epoch, **val)
+    preempted = stop["signal"]
+    if jax.process_count() > 1:  # Every process must agree to save at the same step.
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
+    stopped = preempted or (cfg.stop_after_steps and done >= cfg.stop_after_steps and done < total)
+    if val or stopped or done % cfg.checkpoint_every_steps == 0 or done == total:
+      ckpts.save(done, state, {"total_steps": total, "epoch": done / steps_per_epoch, "input_position": done * batch},
+                 metrics=val)
+    if stopped:
+      break
+  bar.close()
+  writer.close()
+  ckpts.wait()
+  signal.signal(signal.SIGTERM, previous)
+  if stopped:
+    why = "SIGTERM" if stop["signal"] else f"train.stop_after_steps={cfg.stop_after_steps}"
+    log(f"Stopped at step {done}/{total} ({why}); checkpoint saved. Rerun the same command to resume.")
+    ckpts.close()
+    if stop["signal"]:
+      sys.exit(143)
+    return None
+
+  report_step, which = total, "last"
+  if cfg.report_checkpoint == "best":
+    report_step, which = ckpts.best_step() or total, "best"
+    if report_step != total:
+      state, _ = ckpts.restore(report_step, state)
+  ckpts.close()
+  return {"params": state.params, "batch_stats": state.batch_stats}, report_step, which
+
+
+def fit_svm(config, workdir, model, variables, data, pp, mesh):
+  """DTL2: features of the frozen backbone on the devices, LinearSVC on the host, folded into the head."""
+  root, (tr_files, tr_labels) = data["root"], data["train"]
+  rep = sharding.replicated(mesh)
+  variables = jax.device_put(variables, rep)
+  ckpts = checkpointing.Checkpoints(workdir)
+  like = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                          batch_stats=variables["batch_stats"], opt_state={},
+                          rng=jax.random.key_data(jax.random.PRNGKey(config.seed)))
+  if ckpts.latest_step() is not None:
+    state, meta = ckpts.restore(ckpts.latest_step(), like)
+    log(f"Found a fitted SVM in {workdir} (C={meta['C']}); re-evaluating it.")
+    ckpts.close()
+    return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm"
+
+  extract = jax.jit(lambda v, x, i: (model.apply(v, x, train=False, method="features"), i), out_shardings=rep)
+  spec = models.get(config.model.backbone)
+  t0 = time.perf_counter()
+  feats = run_batches(extract, variables, root, tr_files, tr_labels, pp, config.input.eval_batch_size, mesh,
+                      spec.feature_dim)
+  log(f"Extracted {len(tr_files)} x {spec.feature_dim} train features in {time.perf_counter() - t0:.1f}s.")
+  fit, _ = svm.fit(feats, tr_labels, model.num_classes, config.svm, config.seed)
+  log(f"LinearSVC fitted, C={fit.C:g}" + (f" (inner {config.svm.cv_folds}-fold CV on train: {fit.cv})" if fit.cv
+                                          else "."))
+  params = dict(variables["params"])
+  params["head"] = {"kernel": jnp.asarray(fit.kernel), "bias": jnp.asarray(fit.bias)}
+  state = jax.device_put(like.replace(params=params), rep)
+  ckpts.save(0, state, {"C": fit.C, "cv_accuracy": fit.cv, "multiclass": config.svm.multiclass})
+  ckpts.close()
+  return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm"
+
+
+# == The run ===========================================================================================================
+def run(config, workdir):
+  """Runs config in workdir; returns the metrics dict (None when the run stopped before the end)."""
+  # == Setup: processes, mesh, workdir ===============================================================================
+  sharding.maybe_initialize_distributed(config.distributed)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh()
+  log(f"jfacediag: {config.method} on {config.model.backbone}; {jax.device_count()} device(s) "
+      f"({jax.devices()[0].platform}), {jax.process_count()} process(es); workdir {workdir}")
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  if config.method not in ("finetune", "svm"):
+    raise ValueError(f"config.method={config.method!r}; expected 'finetune' or 'svm'")
+
+  # == Data: folder, split (manifest), per-split file lists ==========================================================
+  root = data_dir_for(config.data, workdir)
+  rows, classes = load_split(config.data, root, workdir)
+  data = {"root": root, **{s: splits.examples(rows, classes, s) for s in ("train", "val", "test")}}
+  skipped = [(r.file, r.class_name, r.reason) for r in rows if r.split == "skipped"]
+  counts = {s: len(data[s][0]) for s in ("train", "val", "test")}
+  log(f"Data {root}: {len(classes)} classes, {counts}; {len(skipped)} unreadable file(s) skipped"
+      + "".join(f"\n  skipped {f}: {r}" for f, _, r in skipped))
+  for s in ("train", "test"):
+    if not counts[s]:
+      raise ValueError(f"The {s} split is empty; check data.split and the folder {root}")
+
+  # == Model: registry backbone + fresh head; converted weights into the backbone ====================================
+  spec = models.get(config.model.backbone)
+  pp = spec.preprocessing
+  loaded = None
+  if config.init.checkpoint:
+    loaded, meta, pp = weights.load(config.init.checkpoint)
+    if meta["arch"] != spec.name:
+      raise ValueError(f"init.checkpoint holds {meta['arch']!r} weights but model.backbone={spec.name!r}")
+  pp = pp.at_size(config.model.input_size)
+  model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
+  variables = steps.init_variables(model, jax.random.PRNGKey(config.seed), pp.input_size)
+  if loaded is not None:
+    variables = {"params": {**variables["params"], "backbone": weights.merge(
+                     variables["params"]["backbone"], loaded["params"], config.init.dont_load, "backbone params")},
+                 "batch_stats": {**variables["batch_stats"], **({"backbone": weights.merge(
+                     variables["batch_stats"]["backbone"], loaded["batch_stats"], config.init.dont_load,
+                     "backbone batch_stats")} if variables["batch_stats"] else {})}}
+    log(f"Loaded backbone weights from {config.init.checkpoint} ({meta.get('source', 'unknown source')}).")
+  log(f"Input {pp.input_size}x{pp.input_size} {pp.channel_order}, mean {pp.mean}, std {pp.std}.")
+
+  # == Method ========================================================================================================
+  method = finetune if config.method == "finetune" else fit_svm
+  result = method(config, workdir, model, variables, data, pp, mesh)
+  if result is None:
+    return None
+  final, step, which = result
+
+  # == Test evaluation and report ====================================================================================
+  te_files, te_labels = data["test"]
+  predict = jax.jit(lambda v, x, i: (model.apply(v, x, train=False), i), out_shardings=sharding.replicated(mesh))
+  scores = run_batches(predict, final, root, te_files, te_labels, pp, config.input.eval_batch_size, mesh,
+                       len(classes))
+  if config.method == "finetune":
+    scores = np.asarray(jax.nn.softmax(jnp.asarray(scores), -1))
+  positive = classes.index(config.eval.positive_class) if config.eval.positive_class else 1
+  results = metrics_lib.compute(te_labels, scores, classes, "softmax" if config.method == "finetune" else
+                                "svm_margin", config.eval.bootstrap, config.seed, positive)
+  if jax.process_index() == 0:
+    summary = {"method": config.method, "backbone": spec.name, "workdir": workdir, "checkpoint_step": step,
+               "checkpoint": which, "init_checkpoint": config.init.checkpoint, "split_counts": counts,
+               "preprocessing": pp.to_dict(), "data_dir": root}
+    report.write(os.path.join(workdir, "report"), results, te_files, te_labels, scores, classes,
+                 metric_writer.read_history(workdir), skipped, summary)
+  acc = results["accuracy"]
+  log(f"Test accuracy {100 * acc['value']:.1f}% "
+      + (f"(95% CI {100 * acc['ci95'][0]:.1f}-{100 * acc['ci95'][1]:.1f}) " if acc["ci95"] else "")
+      + f"on {len(te_files)} images; report in {os.path.join(workdir, 'report')}")
+  return results
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
+  run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
