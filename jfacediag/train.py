@@ -15,6 +15,7 @@ import time
 
 from absl import app, flags, logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
@@ -69,13 +70,12 @@ def load_split(cfg, root, workdir):
 def run_batches(fn, variables, root, files, labels, pp, batch_size, mesh, dim):
   """Runs fn(variables, images, index) over padded eval batches; returns [len(files), dim] in file order."""
   out = np.zeros((len(files), dim), np.float32)
-  num, it = pipeline.eval_batches(root, files, labels, pp, batch_size)
+  _, it = pipeline.eval_batches(root, files, labels, pp, batch_size)
   for local in it:
     batch = sharding.global_batch({"image": local["image"], "index": local["index"]}, mesh)
     values, index = jax.device_get(fn(variables, batch["image"], batch["index"]))
     keep = index >= 0
     out[index[keep]] = values[keep]
-  del num
   return out
 
 
@@ -116,7 +116,7 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
 
   train_step = steps.make_train_step(model, tx, mesh, num_classes, config.optim.label_smoothing,
                                      not config.model.freeze_bn_stats, lr)
-  predict = jax.jit(lambda v, x, i: (model.apply(v, x, train=False), i), out_shardings=rep)
+  predict = steps.make_predict_step(model, mesh)
   writer = metric_writer.MetricWriter(workdir, resume_step=start)
   eval_every = max(1, int(round(cfg.eval_every_epochs * steps_per_epoch)))
 
@@ -150,9 +150,9 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
       val = {"val_loss": softmax_loss(logits, va_labels), "val_accuracy": float(np.mean(
           logits.argmax(1) == va_labels))}
       writer.write(done, epoch=done / steps_per_epoch, **val)
+      last_t = time.perf_counter()  # Keep validation time out of the next images/s figure.
     preempted = stop["signal"]
     if jax.process_count() > 1:  # Every process must agree to save at the same step.
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
     stopped = preempted or (cfg.stop_after_steps and done >= cfg.stop_after_steps and done < total)
     if val or stopped or done % cfg.checkpoint_every_steps == 0 or done == total:
@@ -196,7 +196,7 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
     ckpts.close()
     return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm"
 
-  extract = jax.jit(lambda v, x, i: (model.apply(v, x, train=False, method="features"), i), out_shardings=rep)
+  extract = steps.make_feature_step(model, mesh)
   spec = models.get(config.model.backbone)
   t0 = time.perf_counter()
   feats = run_batches(extract, variables, root, tr_files, tr_labels, pp, config.input.eval_batch_size, mesh,
@@ -251,7 +251,7 @@ def run(config, workdir):
       raise ValueError(f"init.checkpoint holds {meta['arch']!r} weights but model.backbone={spec.name!r}")
   pp = pp.at_size(config.model.input_size)
   model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
-  variables = steps.init_variables(model, jax.random.PRNGKey(config.seed), pp.input_size)
+  variables = steps.init_variables(model, config.seed, pp.input_size)
   if loaded is not None:
     variables = {"params": {**variables["params"], "backbone": weights.merge(
                      variables["params"]["backbone"], loaded["params"], config.init.dont_load, "backbone params")},
@@ -270,7 +270,7 @@ def run(config, workdir):
 
   # == Test evaluation and report ====================================================================================
   te_files, te_labels = data["test"]
-  predict = jax.jit(lambda v, x, i: (model.apply(v, x, train=False), i), out_shardings=sharding.replicated(mesh))
+  predict = steps.make_predict_step(model, mesh)
   scores = run_batches(predict, final, root, te_files, te_labels, pp, config.input.eval_batch_size, mesh,
                        len(classes))
   if config.method == "finetune":

@@ -1,0 +1,183 @@
+"""End-to-end runs of jfacediag.train on generated folders (tiny backbone, 32 px)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import badfiles
+from conftest import REPO, small_config, subprocess_env
+from jfacediag import checkpointing, metric_writer, models, steps, train
+from jfacediag.data import toy
+from jfacediag.models import classifier, weights
+
+METRIC_KEYS = {"num_test", "classes", "score_type", "accuracy", "per_class", "macro", "roc_auc", "confusion_matrix",
+               "bootstrap", "skipped_files", "run"}
+REPORT_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.png", "curves.png", "report.md")
+
+
+def final_params(workdir):
+  """The params of the latest checkpoint in workdir, as numpy leaves."""
+  ck = checkpointing.Checkpoints(str(workdir))
+  step = ck.latest_step()
+  out = ck.mngr.restore(step, args=__import__("orbax.checkpoint").checkpoint.args.Composite(
+      state=__import__("orbax.checkpoint").checkpoint.args.StandardRestore()))
+  ck.close()
+  return step, [np.asarray(x) for x in jax.tree.leaves(out.state["params"])]
+
+
+def test_end_to_end_writes_every_report_file(toy_dir, tmp_path):
+  cfg = small_config(toy_dir, epochs=2.0, **{"data.val_fraction": 0.2})
+  result = train.run(cfg, str(tmp_path))
+  rep = tmp_path / "report"
+  for name in REPORT_FILES:
+    assert (rep / name).stat().st_size > 0, name
+  assert not (rep / "roc.png").exists()  # Three classes: no binary ROC plot.
+  m = json.loads((rep / "metrics.json").read_text())
+  assert METRIC_KEYS <= set(m) and m["num_test"] == 36 and m == json.loads(json.dumps(result | {
+      "skipped_files": [], "run": m["run"]}))
+  for cls in m["classes"]:
+    assert {"precision", "recall", "specificity", "f1", "support"} <= set(m["per_class"][cls])
+  lines = (rep / "predictions.csv").read_text(encoding="utf-8").splitlines()
+  assert len(lines) == 37 and lines[0].startswith("file,true,predicted,correct,score_")
+  assert (tmp_path / "manifest.csv").exists() and os.listdir(tmp_path / "tensorboard")
+  assert os.listdir(tmp_path / "checkpoints")
+  hist = metric_writer.read_history(str(tmp_path))
+  assert any("val_accuracy" in h for h in hist) and any("train_loss" in h for h in hist)
+
+
+@pytest.mark.parametrize("method", ["finetune", "svm"])
+def test_learns_separable_classes(toy_dir, tmp_path, method):
+  cfg = small_config(toy_dir, method=method, epochs=8.0)  # svm: random resnet18 features (see configs/toy.py).
+  result = train.run(cfg, str(tmp_path))
+  assert result["accuracy"]["value"] >= 0.9, result["accuracy"]
+  if method == "svm":
+    assert result["score_type"] == "svm_margin"
+
+
+def test_binary_run_writes_roc(tmp_path):
+  data = tmp_path / "data"
+  toy.make_folder(str(data), num_classes=2, per_class=36, size=40, seed=2)
+  cfg = small_config(data, method="svm", **{"svm.select_C": False})
+  result = train.run(cfg, str(tmp_path / "wd"))
+  assert (tmp_path / "wd" / "report" / "roc.png").exists()
+  assert result["positive_class"] == "b_square" and result["roc_auc"]["value"] > 0.9
+
+
+def test_resume_is_exact(toy_dir, tmp_path):
+  """N steps, stop, resume for N more == 2N straight steps (to 1e-6), history included."""
+  kw = {"model.head_dropout": 0.2, "data.val_fraction": 0.2}  # Dropout and val checkpoints exercise RNG + policy.
+  straight = small_config(toy_dir, epochs=3.0, **kw)
+  train.run(straight, str(tmp_path / "straight"))
+  total, want = final_params(tmp_path / "straight")
+  half = total // 2
+  assert train.run(small_config(toy_dir, epochs=3.0, **kw, **{"train.stop_after_steps": half}),
+                   str(tmp_path / "resumed")) is None
+  assert final_params(tmp_path / "resumed")[0] == half
+  train.run(small_config(toy_dir, epochs=3.0, **kw), str(tmp_path / "resumed"))
+  step, got = final_params(tmp_path / "resumed")
+  assert step == total
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+  losses = lambda d: [h["train_loss"] for h in metric_writer.read_history(str(d)) if "train_loss" in h]
+  np.testing.assert_allclose(losses(tmp_path / "straight"), losses(tmp_path / "resumed"), atol=1e-6)
+
+
+def _cli(workdir, data, *extra):
+  return [sys.executable, "-m", "jfacediag.train", "--config", f"{REPO}/configs/toy.py", "--workdir", str(workdir),
+          f"--config.data.dir={data}", "--config.data.train_per_class=24", "--config.data.test_per_class=12",
+          "--config.data.val_fraction=0.0", "--config.model.input_size=32", "--config.input.batch_size=16",
+          "--config.train.checkpoint_every_steps=1000", "--config.eval.bootstrap=0", *extra]
+
+
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
+  epochs = "--config.train.epochs=40"  # 72 train images / 16 = 4.5 steps an epoch, 180 steps.
+  subprocess.run(_cli(tmp_path / "straight", toy_dir, epochs), check=True, env=subprocess_env(), cwd=REPO,
+                 capture_output=True, timeout=600)
+  proc = subprocess.Popen(_cli(tmp_path / "killed", toy_dir, epochs), env=subprocess_env(), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  hist = tmp_path / "killed" / "history.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if hist.exists() and len(hist.read_text().splitlines()) >= 10:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=300)[0].decode()
+  assert proc.returncode == 143, out[-2000:]
+  stopped, _ = final_params(tmp_path / "killed")
+  assert 10 <= stopped < 180 and stopped % 4.5 != 0, stopped  # Saved where it was, mid-epoch.
+  subprocess.run(_cli(tmp_path / "killed", toy_dir, epochs), check=True, env=subprocess_env(), cwd=REPO,
+                 capture_output=True, timeout=600)
+  (s1, want), (s2, got) = final_params(tmp_path / "straight"), final_params(tmp_path / "killed")
+  assert s1 == s2 == 180
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+SHARDED = """
+import json, sys
+sys.path.insert(0, {repo!r})
+import jax
+from conftest import small_config
+from jfacediag import metric_writer, train
+cfg = small_config({data!r}, epochs=2.0, **{{"input.eval_batch_size": 32}})
+train.run(cfg, {workdir!r})
+print(json.dumps([jax.device_count(), [h["train_loss"] for h in metric_writer.read_history({workdir!r})
+                  if "train_loss" in h]]))
+"""
+
+
+def test_eight_devices_match_one_device(toy_dir, tmp_path):
+  runs = {}
+  for n in (1, 8):
+    script = SHARDED.format(repo=os.path.join(REPO, "tests"), data=str(toy_dir), workdir=str(tmp_path / f"d{n}"))
+    env = subprocess_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    r = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs[n] = json.loads(r.stdout.strip().splitlines()[-1])
+  assert runs[1][0] == 1 and runs[8][0] == 8
+  assert len(runs[1][1]) == len(runs[8][1]) == 9
+  np.testing.assert_allclose(runs[1][1], runs[8][1], atol=1e-5, rtol=0)
+
+
+def test_bad_files_are_listed_and_readable_ones_used(tmp_path):
+  data = tmp_path / "data"
+  toy.make_folder(str(data), num_classes=3, per_class=16, size=40, seed=3)
+  badfiles.write_all(str(data / "a_circle"))
+  cfg = small_config(data, epochs=1.0, **{"data.split": "fraction", "data.test_fraction": 0.3})
+  result = train.run(cfg, str(tmp_path / "wd"))
+  m = json.loads((tmp_path / "wd" / "report" / "metrics.json").read_text(encoding="utf-8"))
+  assert sorted(s["file"] for s in m["skipped_files"]) == sorted(f"a_circle/{n}" for n in badfiles.UNREADABLE)
+  manifest = (tmp_path / "wd" / "manifest.csv").read_text(encoding="utf-8")
+  for name in badfiles.READABLE:
+    line = next(l for l in manifest.splitlines() if l.startswith(f"a_circle/{name},"))
+    assert line.split(",")[2] in ("train", "test"), line
+  assert result["num_test"] == sum(l.split(",")[2] == "test" for l in manifest.splitlines()[1:])
+  assert "truncated.jpg" in (tmp_path / "wd" / "report" / "report.md").read_text(encoding="utf-8")
+
+
+def test_init_checkpoint_loads_into_backbone(toy_dir, tmp_path):
+  spec = models.get("resnet_tiny")
+  src = spec.make().init(jax.random.key(5, impl="rbg"), np.zeros((1, 32, 32, 3), np.float32))
+  pp = spec.preprocessing.to_dict() | {"mean": [127.5] * 3, "std": [127.5] * 3}
+  weights.save(str(tmp_path / "w"), src, {"arch": "resnet_tiny", "preprocessing": pp, "source": "unit test"})
+  cfg = small_config(toy_dir, method="svm", **{"init.checkpoint": str(tmp_path / "w"), "svm.select_C": False,
+                                              "model.backbone": "resnet_tiny"})
+  train.run(cfg, str(tmp_path / "wd"))
+  m = json.loads((tmp_path / "wd" / "report" / "metrics.json").read_text())
+  assert m["run"]["preprocessing"]["mean"] == [127.5] * 3  # The weights' preprocessing, not the registry's.
+  ck = checkpointing.Checkpoints(str(tmp_path / "wd"))
+  state = ck.mngr.restore(0, args=__import__("orbax.checkpoint").checkpoint.args.Composite(
+      state=__import__("orbax.checkpoint").checkpoint.args.StandardRestore())).state
+  ck.close()
+  np.testing.assert_array_equal(state["params"]["backbone"]["conv1"]["kernel"], src["params"]["conv1"]["kernel"])
+  bad = small_config(toy_dir, **{"init.checkpoint": str(tmp_path / "w"), "model.backbone": "resnet18"})
+  with pytest.raises(ValueError, match="holds 'resnet_tiny' weights"):
+    train.run(bad, str(tmp_path / "wd2"))
