@@ -42,8 +42,7 @@ def data_dir_for(cfg, workdir):
     return os.path.abspath(os.path.expanduser(cfg.dir))
   if cfg.generate == "toy":
     root = os.path.join(workdir, "data")
-    if jax.process_index() == 0:
-      toy.make_folder(root, num_classes=3, per_class=cfg.train_per_class + cfg.test_per_class)
+    toy.make_folder(root, num_classes=3, per_class=cfg.train_per_class + cfg.test_per_class)
     return root
   raise ValueError("config.data.dir is empty: pass --config.data.dir=/path/to/class/folders "
                    "(or data.generate='toy' for the generated toy folder)")
@@ -184,6 +183,9 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
 def fit_svm(config, workdir, model, variables, data, pp, mesh):
   """DTL2: features of the frozen backbone on the devices, LinearSVC on the host, folded into the head."""
   root, (tr_files, tr_labels) = data["root"], data["train"]
+  if len(data["val"][0]):
+    log(f"Note: the svm method fits on the train split only; the {len(data['val'][0])} val images are unused "
+        "(use svm.select_C for an inner cross-validation of C).")
   rep = sharding.replicated(mesh)
   variables = jax.device_put(variables, rep)
   ckpts = checkpointing.Checkpoints(workdir)

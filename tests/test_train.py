@@ -32,7 +32,7 @@ def final_params(workdir):
 
 
 def test_end_to_end_writes_every_report_file(toy_dir, tmp_path):
-  cfg = small_config(toy_dir, epochs=2.0, **{"data.val_fraction": 0.2})
+  cfg = small_config(toy_dir, epochs=2.0, **{"data.val_fraction": 0.2, "train.report_checkpoint": "best"})
   result = train.run(cfg, str(tmp_path))
   rep = tmp_path / "report"
   for name in REPORT_FILES:
@@ -49,6 +49,11 @@ def test_end_to_end_writes_every_report_file(toy_dir, tmp_path):
   assert os.listdir(tmp_path / "checkpoints")
   hist = metric_writer.read_history(str(tmp_path))
   assert any("val_accuracy" in h for h in hist) and any("train_loss" in h for h in hist)
+  assert m["run"]["checkpoint"] == "best"
+  best = max((h["val_accuracy"], h["step"]) for h in hist if "val_accuracy" in h)
+  assert m["run"]["checkpoint_step"] == best[1]
+  again = train.run(cfg, str(tmp_path))  # A finished workdir: re-evaluated from its checkpoints, same numbers.
+  assert again["accuracy"] == result["accuracy"]
 
 
 @pytest.mark.parametrize("method", ["finetune", "svm"])

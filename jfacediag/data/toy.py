@@ -42,7 +42,8 @@ def make_folder(root, num_classes=3, per_class=60, size=64, seed=0, ext=".png"):
       img = _draw(rng, shape, colour, size)  # Drawn even when the file exists, so the rng stream stays fixed.
       path = os.path.join(root, name, f"{i:04d}{ext}")
       if not os.path.exists(path):
-        img.save(path + ".tmp", format=Image.registered_extensions()[ext])
-        os.replace(path + ".tmp", path)
+        tmp = f"{path}.{os.getpid()}.tmp"  # Processes sharing a file system may generate it at once.
+        img.save(tmp, format=Image.registered_extensions()[ext])
+        os.replace(tmp, path)
     names.append(name)
   return names
