@@ -1,7 +1,11 @@
-"""ResNet (torchvision layout: v1.5, stride on the 3x3 conv) in Flax Linen, NHWC, with explicit torch padding.
+"""ResNet in Flax Linen, NHWC, with explicit torch padding: torchvision's layout and the Caffe-style VGGFace2 one.
+
+- torchvision (v1.5): stride on the 3x3 conv of a bottleneck; stem max pool 3x3 s2 p1.
+- caffe (VGGFace2 ResNet-50 / SE-ResNet-50, cydonia999/VGGFace2-pytorch): stride on the first 1x1 conv; stem max
+  pool 3x3 s2 p0 with ceil_mode. `se=True` adds the squeeze-excitation convs `conv4`/`conv5` of each bottleneck.
 
 Module names follow torchvision's state_dict keys (`conv1`, `bn1`, `layer1_0/conv1`, `layer1_0/downsample_conv`),
-so a converter maps `layer1.0.conv1.weight` -> `layer1_0/conv1/kernel` by rule. `__call__` returns the
+so the converter maps `layer1.0.conv1.weight` -> `layer1_0/conv1/kernel` by rule. `__call__` returns the
 feature layer: the globally average-pooled output of the last stage (2048-d for ResNet-50).
 """
 import functools
@@ -10,9 +14,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jfacediag.models import layers
 
-def _pad(p):
-  return ((p, p), (p, p))
+_pad = layers.pad
 
 
 class BasicBlock(nn.Module):
@@ -39,16 +43,24 @@ class Bottleneck(nn.Module):
   stride: int
   bn: callable
   downsample: bool
+  caffe: bool = False  # Stride on conv1 (1x1) instead of conv2 (3x3).
+  se: bool = False
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
-    out = nn.Conv(self.planes, (1, 1), 1, _pad(0), use_bias=False, name="conv1")(x)
+    s1, s2 = (self.stride, 1) if self.caffe else (1, self.stride)
+    out = nn.Conv(self.planes, (1, 1), s1, _pad(0), use_bias=False, name="conv1")(x)
     out = nn.relu(self.bn(name="bn1")(out))
-    out = nn.Conv(self.planes, (3, 3), self.stride, _pad(1), use_bias=False, name="conv2")(out)
+    out = nn.Conv(self.planes, (3, 3), s2, _pad(1), use_bias=False, name="conv2")(out)
     out = nn.relu(self.bn(name="bn2")(out))
     out = nn.Conv(self.planes * 4, (1, 1), 1, _pad(0), use_bias=False, name="conv3")(out)
     out = self.bn(name="bn3")(out)
+    if self.se:  # Squeeze-excitation, compress rate 16 (upstream pools with kernel H: the global mean for H == W).
+      w = jnp.mean(out, axis=(1, 2), keepdims=True)
+      w = nn.relu(nn.Conv(self.planes * 4 // 16, (1, 1), name="conv4")(w))
+      w = nn.sigmoid(nn.Conv(self.planes * 4, (1, 1), name="conv5")(w))
+      out = out * w
     if self.downsample:
       x = nn.Conv(self.planes * 4, (1, 1), self.stride, _pad(0), use_bias=False, name="downsample_conv")(x)
       x = self.bn(name="downsample_bn")(x)
@@ -60,6 +72,8 @@ class ResNet(nn.Module):
   block: str = "basic"  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50 and deeper).
   width: int = 64
   bn_eps: float = 1e-5
+  caffe: bool = False  # VGGFace2 Caffe-style: stride on the 1x1 conv, ceil-mode stem pool without padding.
+  se: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -69,13 +83,14 @@ class ResNet(nn.Module):
     block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
     x = nn.Conv(self.width, (7, 7), 2, _pad(3), use_bias=False, name="conv1")(x)
     x = nn.relu(bn(name="bn1")(x))
-    x = nn.max_pool(x, (3, 3), (2, 2), _pad(1))
+    x = layers.max_pool(x, 3, 2, 0, ceil_mode=True) if self.caffe else layers.max_pool(x, 3, 2, 1)
     in_ch = self.width
     for i, n in enumerate(self.stage_sizes):
       planes = self.width * 2**i
       for j in range(n):
         stride = 2 if i > 0 and j == 0 else 1
         down = j == 0 and (stride != 1 or in_ch != planes * block_cls.expansion)
-        x = block_cls(planes, stride, bn, down, name=f"layer{i + 1}_{j}")(x)
+        extra = {"caffe": self.caffe, "se": self.se} if block_cls is Bottleneck else {}
+        x = block_cls(planes, stride, bn, down, name=f"layer{i + 1}_{j}", **extra)(x)
         in_ch = planes * block_cls.expansion
-    return jnp.mean(x, axis=(1, 2))
+    return jnp.mean(x, axis=(1, 2))  # Caffe style: AvgPool2d(7, stride 1), the same at 224 input.

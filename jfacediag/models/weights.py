@@ -1,8 +1,10 @@
 """Converted backbone weights on disk, and the checked merge of them into a freshly initialised model.
 
 A weights directory (what `tools/convert_weights.py` writes, what `config.init.checkpoint` names):
-  metadata.json   {"arch", "preprocessing", "feature_dim", "feature_layer", "source", ...}
-  variables/      orbax checkpoint of {"params": ..., "batch_stats": ...} of the backbone alone
+  metadata.json   {"arch", "preprocessing", "feature_dim", "feature_layer", "source", "sha256", ...}
+  variables/      orbax checkpoint of {"params", "batch_stats"} of the backbone alone, plus "upstream_head"
+                  ({"kernel", "bias"}: the published classifier on the features, e.g. VGG-Face's fc8) when the
+                  source had one. Training loads params and batch_stats; the upstream head serves verification.
 """
 import json
 import os
@@ -20,13 +22,16 @@ VARIABLES = "variables"
 
 
 def save(directory, variables, metadata):
-  """Writes a weights directory. `variables` = {"params": ..., "batch_stats": ...} of a backbone module."""
+  """Writes a weights directory. `variables` = {"params", "batch_stats"[, "upstream_head"]} of a backbone."""
   directory = os.path.abspath(directory)
   os.makedirs(directory, exist_ok=True)
   for key in ("arch", "preprocessing"):
     if key not in metadata:
       raise ValueError(f"weights metadata needs {key!r}; got keys {sorted(metadata)}")
-  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  unknown = set(variables) - {"params", "batch_stats", "upstream_head"}
+  if unknown:
+    raise ValueError(f"weights variables hold unknown collections {sorted(unknown)}")
+  variables = {"batch_stats": {}, **variables}
   variables = jax.tree.map(np.asarray, flax.core.unfreeze(variables))
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(directory, VARIABLES), variables, force=True)

@@ -1,0 +1,104 @@
+"""Converts a PyTorch / safetensors / numpy-pickle checkpoint into a jfacediag weights directory.
+
+  python tools/convert_weights.py --arch iresnet50 --src backbone.pth --out weights/iresnet50-ms1mv3 --verify
+
+The output (metadata.json + variables/) is what `config.init.checkpoint` loads. Nothing in the file is executed:
+torch files go through torch.load(weights_only=True), numpy pickles through an unpickler that admits arrays only.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from jfacediag.convert import archs, mapping, sources, verify
+from jfacediag.models import weights
+
+
+def _epilog():
+  lines = ["architectures (input, colour, mean / std in 0-255 units, feature layer; what to convert):"]
+  for a in archs.ARCHS.values():
+    pp = a.preprocessing
+    feat = a.feature_layer or "box / landmark / face-probability heads"
+    lines.append(f"  {a.name:20s} {pp.input_size}px {pp.channel_order} mean {list(pp.mean)} std {list(pp.std)}; "
+                 f"{feat}\n  {'':20s} {a.note}")
+  return "\n".join(lines)
+
+
+class VerifyError(ValueError):
+  pass
+
+
+def _fits(arch, state_dict):
+  try:
+    mapping.convert(arch, state_dict)
+  except mapping.ConversionError:
+    return False
+  return True
+
+
+def parse(argv):
+  ap = argparse.ArgumentParser(prog="convert_weights.py", description=__doc__, epilog=_epilog(),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--arch", required=True, choices=sorted(archs.ARCHS), metavar="ARCH", help="see the list below")
+  ap.add_argument("--src", required=True, help=".pth/.pt/.ckpt (zip or legacy), .safetensors, or a numpy .pkl/.npy")
+  ap.add_argument("--out", required=True, help="output weights directory")
+  ap.add_argument("--verify", action="store_true", help="compare against the PyTorch reference (needs torch)")
+  ap.add_argument("--verify-images", nargs="*", default=(), help="images to verify on instead of random inputs")
+  ap.add_argument("--verify-size", type=int, default=0, help="input side for --verify (default: per arch)")
+  ap.add_argument("--tolerance", type=float, default=1e-4, help="max |diff| / max |output| accepted by --verify")
+  return ap.parse_args(argv)
+
+
+def run(args):
+  """Converts (and verifies); returns the summary dict. Raises on any failure."""
+  arch = archs.get(args.arch)
+  t0 = time.perf_counter()
+  print(f"Reading {args.src} ...", flush=True)
+  state_dict = sources.read(args.src)
+  digest = sources.sha256(args.src)
+  variables, info = mapping.convert(arch, state_dict)
+  t_convert = time.perf_counter() - t0
+  hint = ""
+  if arch.classes and info["upstream_classes"] and info["upstream_classes"] not in arch.classes:
+    others = [a.name for a in archs.ARCHS.values() if info["upstream_classes"] in a.classes and _fits(a, state_dict)]
+    hint = (f"The checkpoint's classifier has {info['upstream_classes']} outputs; published {arch.name} weights have "
+            f"{list(arch.classes)}. Same key names do not mean the same network"
+            + (f": this looks like {' or '.join(others)} (--arch {others[0]})." if others else "."))
+    print(f"WARNING: {hint}", flush=True)
+  metadata = {"arch": arch.name, "source": os.path.basename(args.src), "sha256": digest,
+              "preprocessing": arch.preprocessing.to_dict(), "feature_dim": arch.feature_dim,
+              "feature_layer": arch.feature_layer, "upstream_classes": info["upstream_classes"],
+              "parameters": info["parameters"], "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+  weights.save(args.out, variables, metadata)
+  t_total = time.perf_counter() - t0
+  summary = {"arch": arch.name, "out": os.path.abspath(args.out), "tensors": info["tensors"],
+             "parameters": info["parameters"], "convert_s": round(t_convert, 2), "total_s": round(t_total, 2)}
+  print(f"Converted {info['tensors']} tensors ({info['parameters'] / 1e6:.2f}M parameters) in {t_convert:.1f}s; "
+        f"wrote {args.out} in {t_total:.1f}s total.", flush=True)
+  if args.verify:
+    x = (verify.image_input(arch, args.verify_images, args.verify_size) if args.verify_images
+         else verify.random_input(arch, args.verify_size))
+    ref = verify.torch_outputs(arch, state_dict, x, info["upstream_classes"] or None)
+    got = verify.flax_outputs(arch, variables, x)
+    diffs = verify.compare(ref, got)
+    summary["verify"] = {k: {"max_abs": a, "max_rel": r} for k, (a, r) in diffs.items()}
+    for k, (a, r) in diffs.items():
+      print(f"  verify {k:10s} max |diff| {a:.3e}  relative to max |output| {r:.3e}", flush=True)
+    bad = {k: r for k, (_, r) in diffs.items() if not r <= args.tolerance}
+    if bad or hint:
+      raise VerifyError(f"--verify failed: {bad or ''} {hint}".strip())
+    print(f"--verify passed (tolerance {args.tolerance:g} of the output scale, input {x.shape[2]}x{x.shape[3]}).")
+  with open(os.path.join(args.out, "conversion.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def main(argv=None):
+  args = parse(sys.argv[1:] if argv is None else argv)
+  try:
+    run(args)
+  except (sources.UnsafeCheckpoint, mapping.ConversionError, ValueError, FileNotFoundError, ImportError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0

@@ -1,0 +1,57 @@
+"""facenet-pytorch MTCNN PNet, RNet and ONet (models/mtcnn.py) in Flax, NHWC.
+
+Convs with bias and VALID padding, per-channel PReLU, ceil-mode max pools. RNet/ONet flatten in torch after
+`permute(0, 3, 2, 1)`, i.e. in (W, H, C) order: here `x.transpose(0, 2, 1, 3)` on NHWC gives the same order, so
+dense kernels are a plain transpose. The kernels are spatially transposed upstream (Caffe heritage) and are copied
+as they are. Outputs match upstream: PNet (box regression, face probability) as NHWC maps; RNet (box, prob); ONet
+(box, landmarks, prob). Probabilities are a softmax over the two classes.
+"""
+import flax.linen as nn
+import jax
+
+from jfacediag.models import layers
+
+
+def _conv(x, ch, k, name):
+  x = nn.Conv(ch, (k, k), 1, layers.pad(0), name=name)(x)
+  return layers.PReLU(name=name.replace("conv", "prelu"))(x)
+
+
+class PNet(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = layers.max_pool(_conv(x, 10, 3, "conv1"), 2, 2, ceil_mode=True)
+    x = _conv(_conv(x, 16, 3, "conv2"), 32, 3, "conv3")
+    prob = jax.nn.softmax(nn.Conv(2, (1, 1), name="conv4_1")(x), axis=-1)
+    box = nn.Conv(4, (1, 1), name="conv4_2")(x)
+    return box, prob
+
+
+def _flatten_whc(x):
+  return x.transpose(0, 2, 1, 3).reshape(x.shape[0], -1)
+
+
+class RNet(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = layers.max_pool(_conv(x, 28, 3, "conv1"), 3, 2, ceil_mode=True)
+    x = layers.max_pool(_conv(x, 48, 3, "conv2"), 3, 2, ceil_mode=True)
+    x = _conv(x, 64, 2, "conv3")
+    x = layers.PReLU(name="prelu4")(nn.Dense(128, name="dense4")(_flatten_whc(x)))
+    prob = jax.nn.softmax(nn.Dense(2, name="dense5_1")(x), axis=-1)
+    return nn.Dense(4, name="dense5_2")(x), prob
+
+
+class ONet(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    x = layers.max_pool(_conv(x, 32, 3, "conv1"), 3, 2, ceil_mode=True)
+    x = layers.max_pool(_conv(x, 64, 3, "conv2"), 3, 2, ceil_mode=True)
+    x = layers.max_pool(_conv(x, 64, 3, "conv3"), 2, 2, ceil_mode=True)
+    x = _conv(x, 128, 2, "conv4")
+    x = layers.PReLU(name="prelu5")(nn.Dense(256, name="dense5")(_flatten_whc(x)))
+    prob = jax.nn.softmax(nn.Dense(2, name="dense6_1")(x), axis=-1)
+    return nn.Dense(4, name="dense6_2")(x), nn.Dense(10, name="dense6_3")(x), prob

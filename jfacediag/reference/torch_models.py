@@ -1,0 +1,361 @@
+"""PyTorch reference modules with the upstream state_dict key names and shapes (backbones.md), for parity checks.
+
+Written from the upstream definitions (torchvision, cydonia999/VGGFace2-pytorch, prlz77 and albanie VGG-Face
+ports, insightface arcface_torch, facenet-pytorch); no upstream code is imported. Backbones return
+(features, logits): the feature layer that jfacediag's Flax module returns, and the upstream classifier on it
+(None where the release has none). MTCNN nets return what upstream returns.
+
+Needs torch (`pip install -e ".[dev]"`); only `--verify` and the tests import this module.
+"""
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+# == VGG-16 ===========================================================================================================
+_VGG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class TorchvisionVGG16(nn.Module):
+  """torchvision.models.vgg16: `features.{0,2,...,28}`, `classifier.{0,3,6}`."""
+
+  def __init__(self, num_classes=1000):
+    super().__init__()
+    mods, c = [], 3
+    for v in _VGG_D:
+      if v == "M":
+        mods.append(nn.MaxPool2d(2, 2))
+      else:
+        mods += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
+        c = v
+    self.features = nn.Sequential(*mods)
+    self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+    self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+                                    nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes))
+
+  def forward(self, x):
+    x = torch.flatten(self.avgpool(self.features(x)), 1)
+    f = self.classifier[:5](x)
+    return f, self.classifier[6](self.classifier[5](f))
+
+
+class VGGFace(nn.Module):
+  """VGG-Face as albanie's vgg_face_dag (`conv1_1` .. `conv5_3`, `fc6`, `fc7`, `fc8`), no adaptive pool.
+
+  prlz77's port names the convs `conv_1_1` ..; the converter renames those keys.
+  """
+
+  def __init__(self, num_classes=2622):
+    super().__init__()
+    c = 3
+    self.names = []
+    for b, widths in enumerate(((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))):
+      for i, w in enumerate(widths):
+        name = f"conv{b + 1}_{i + 1}"
+        setattr(self, name, nn.Conv2d(c, w, 3, padding=1))
+        self.names.append(name)
+        c = w
+      self.names.append("pool")
+    self.fc6, self.fc7, self.fc8 = nn.Linear(25088, 4096), nn.Linear(4096, 4096), nn.Linear(4096, num_classes)
+
+  def forward(self, x):
+    for name in self.names:
+      x = F.max_pool2d(x, 2, 2) if name == "pool" else F.relu(getattr(self, name)(x))
+    f = F.relu(self.fc7(F.relu(self.fc6(torch.flatten(x, 1)))))
+    return f, self.fc8(f)
+
+
+# == ResNet ===========================================================================================================
+class BasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.downsample = downsample
+
+  def forward(self, x):
+    out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+    return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class Bottleneck(nn.Module):
+  """torchvision (stride on conv2) or Caffe-style VGGFace2 (stride on conv1); `se` adds conv4/conv5 (senet.py)."""
+  expansion = 4
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None, caffe=False, se=False):
+    super().__init__()
+    s1, s2 = (stride, 1) if caffe else (1, stride)
+    self.conv1 = nn.Conv2d(inplanes, planes, 1, s1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, s2, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(planes * 4)
+    self.downsample, self.se = downsample, se
+    if se:
+      self.conv4 = nn.Conv2d(planes * 4, planes * 4 // 16, 1)
+      self.conv5 = nn.Conv2d(planes * 4 // 16, planes * 4, 1)
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = F.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    if self.se:
+      w = F.avg_pool2d(out, kernel_size=out.size(2))
+      out = torch.sigmoid(self.conv5(F.relu(self.conv4(w)))) * out
+    return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class ResNet(nn.Module):
+  """torchvision resnet18/34/50 (caffe=False) or VGGFace2 resnet50 / senet50 (caffe=True, se)."""
+
+  def __init__(self, layers, block="bottleneck", num_classes=1000, caffe=False, se=False):
+    super().__init__()
+    blk = Bottleneck if block == "bottleneck" else BasicBlock
+    self.caffe, self.inplanes = caffe, 64
+    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+    self.bn1 = nn.BatchNorm2d(64)
+    self.maxpool = nn.MaxPool2d(3, 2, 0, ceil_mode=True) if caffe else nn.MaxPool2d(3, 2, 1)
+    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+      stride = 1 if i == 0 else 2
+      down = None
+      if stride != 1 or self.inplanes != planes * blk.expansion:
+        down = nn.Sequential(nn.Conv2d(self.inplanes, planes * blk.expansion, 1, stride, bias=False),
+                             nn.BatchNorm2d(planes * blk.expansion))
+      extra = {"caffe": caffe, "se": se} if blk is Bottleneck else {}
+      mods = [blk(self.inplanes, planes, stride, down, **extra)]
+      self.inplanes = planes * blk.expansion
+      mods += [blk(self.inplanes, planes, **extra) for _ in range(1, n)]
+      setattr(self, f"layer{i + 1}", nn.Sequential(*mods))
+    self.pool = nn.AvgPool2d(7, stride=1) if caffe else nn.AdaptiveAvgPool2d(1)
+    self.fc = nn.Linear(512 * blk.expansion, num_classes)
+
+  def forward(self, x):
+    x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    f = torch.flatten(self.pool(x), 1)
+    return f, self.fc(f)
+
+
+# == iResNet ==========================================================================================================
+class IBasicBlock(nn.Module):
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.bn1 = nn.BatchNorm2d(inplanes, eps=1e-05)
+    self.conv1 = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes, eps=1e-05)
+    self.prelu = nn.PReLU(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(planes, eps=1e-05)
+    self.downsample = downsample
+
+  def forward(self, x):
+    out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+    return out + (self.downsample(x) if self.downsample is not None else x)
+
+
+class IResNet(nn.Module):
+  """insightface arcface_torch iresnet.py; the release holds no classifier (logits None)."""
+
+  def __init__(self, layers, num_features=512):
+    super().__init__()
+    self.inplanes = 64
+    self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(64, eps=1e-05)
+    self.prelu = nn.PReLU(64)
+    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+      down = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, 2, bias=False), nn.BatchNorm2d(planes, eps=1e-05))
+      mods = [IBasicBlock(self.inplanes, planes, 2, down)] + [IBasicBlock(planes, planes) for _ in range(1, n)]
+      self.inplanes = planes
+      setattr(self, f"layer{i + 1}", nn.Sequential(*mods))
+    self.bn2 = nn.BatchNorm2d(512, eps=1e-05)
+    self.dropout = nn.Dropout(p=0.0)
+    self.fc = nn.Linear(512 * 7 * 7, num_features)
+    self.features = nn.BatchNorm1d(num_features, eps=1e-05)
+    nn.init.constant_(self.features.weight, 1.0)
+    self.features.weight.requires_grad = False
+
+  def forward(self, x):
+    x = self.prelu(self.bn1(self.conv1(x)))
+    x = self.bn2(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+    return self.features(self.fc(self.dropout(torch.flatten(x, 1)))), None
+
+
+# == InceptionResnetV1 ================================================================================================
+class BasicConv2d(nn.Module):
+
+  def __init__(self, inp, out, kernel_size, stride, padding=0):
+    super().__init__()
+    self.conv = nn.Conv2d(inp, out, kernel_size, stride, padding, bias=False)
+    self.bn = nn.BatchNorm2d(out, eps=0.001, momentum=0.1, affine=True)
+
+  def forward(self, x):
+    return F.relu(self.bn(self.conv(x)))
+
+
+def _bc(*specs):
+  return nn.Sequential(*[BasicConv2d(*s) for s in specs])
+
+
+class Block35(nn.Module):
+
+  def __init__(self, scale):
+    super().__init__()
+    self.scale = scale
+    self.branch0 = BasicConv2d(256, 32, 1, 1)
+    self.branch1 = _bc((256, 32, 1, 1), (32, 32, 3, 1, 1))
+    self.branch2 = _bc((256, 32, 1, 1), (32, 32, 3, 1, 1), (32, 32, 3, 1, 1))
+    self.conv2d = nn.Conv2d(96, 256, 1, 1)
+
+  def forward(self, x):
+    out = self.conv2d(torch.cat((self.branch0(x), self.branch1(x), self.branch2(x)), 1))
+    return F.relu(out * self.scale + x)
+
+
+class Block17(nn.Module):
+
+  def __init__(self, scale):
+    super().__init__()
+    self.scale = scale
+    self.branch0 = BasicConv2d(896, 128, 1, 1)
+    self.branch1 = _bc((896, 128, 1, 1), (128, 128, (1, 7), 1, (0, 3)), (128, 128, (7, 1), 1, (3, 0)))
+    self.conv2d = nn.Conv2d(256, 896, 1, 1)
+
+  def forward(self, x):
+    return F.relu(self.conv2d(torch.cat((self.branch0(x), self.branch1(x)), 1)) * self.scale + x)
+
+
+class Block8(nn.Module):
+
+  def __init__(self, scale=1.0, no_relu=False):
+    super().__init__()
+    self.scale, self.no_relu = scale, no_relu
+    self.branch0 = BasicConv2d(1792, 192, 1, 1)
+    self.branch1 = _bc((1792, 192, 1, 1), (192, 192, (1, 3), 1, (0, 1)), (192, 192, (3, 1), 1, (1, 0)))
+    self.conv2d = nn.Conv2d(384, 1792, 1, 1)
+
+  def forward(self, x):
+    out = self.conv2d(torch.cat((self.branch0(x), self.branch1(x)), 1)) * self.scale + x
+    return out if self.no_relu else F.relu(out)
+
+
+class Mixed6a(nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.branch0 = BasicConv2d(256, 384, 3, 2)
+    self.branch1 = _bc((256, 192, 1, 1), (192, 192, 3, 1, 1), (192, 256, 3, 2))
+    self.branch2 = nn.MaxPool2d(3, stride=2)
+
+  def forward(self, x):
+    return torch.cat((self.branch0(x), self.branch1(x), self.branch2(x)), 1)
+
+
+class Mixed7a(nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.branch0 = _bc((896, 256, 1, 1), (256, 384, 3, 2))
+    self.branch1 = _bc((896, 256, 1, 1), (256, 256, 3, 2))
+    self.branch2 = _bc((896, 256, 1, 1), (256, 256, 3, 1, 1), (256, 256, 3, 2))
+    self.branch3 = nn.MaxPool2d(3, stride=2)
+
+  def forward(self, x):
+    return torch.cat((self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)), 1)
+
+
+class InceptionResnetV1(nn.Module):
+  """facenet-pytorch; features = last_bn output (before L2 normalisation), logits = the `logits` layer on it."""
+
+  def __init__(self, num_classes=8631):
+    super().__init__()
+    self.conv2d_1a = BasicConv2d(3, 32, 3, 2)
+    self.conv2d_2a = BasicConv2d(32, 32, 3, 1)
+    self.conv2d_2b = BasicConv2d(32, 64, 3, 1, 1)
+    self.maxpool_3a = nn.MaxPool2d(3, stride=2)
+    self.conv2d_3b = BasicConv2d(64, 80, 1, 1)
+    self.conv2d_4a = BasicConv2d(80, 192, 3, 1)
+    self.conv2d_4b = BasicConv2d(192, 256, 3, 2)
+    self.repeat_1 = nn.Sequential(*[Block35(0.17) for _ in range(5)])
+    self.mixed_6a = Mixed6a()
+    self.repeat_2 = nn.Sequential(*[Block17(0.10) for _ in range(10)])
+    self.mixed_7a = Mixed7a()
+    self.repeat_3 = nn.Sequential(*[Block8(0.20) for _ in range(5)])
+    self.block8 = Block8(no_relu=True)
+    self.avgpool_1a = nn.AdaptiveAvgPool2d(1)
+    self.dropout = nn.Dropout(0.6)
+    self.last_linear = nn.Linear(1792, 512, bias=False)
+    self.last_bn = nn.BatchNorm1d(512, eps=0.001, momentum=0.1, affine=True)
+    self.logits = nn.Linear(512, num_classes)
+
+  def forward(self, x):
+    for name in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
+                 "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a", "dropout"):
+      x = getattr(self, name)(x)
+    f = self.last_bn(self.last_linear(x.view(x.shape[0], -1)))
+    return f, self.logits(f)
+
+
+# == MTCNN ============================================================================================================
+class PNet(nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+    self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+    self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+    self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+    self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
+
+  def forward(self, x):
+    x = self.pool1(self.prelu1(self.conv1(x)))
+    x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+    return self.conv4_2(x), F.softmax(self.conv4_1(x), dim=1)
+
+
+class RNet(nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+    self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+    self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+    self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+    self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+    self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+    self.dense5_1, self.dense5_2 = nn.Linear(128, 2), nn.Linear(128, 4)
+
+  def forward(self, x):
+    x = self.pool1(self.prelu1(self.conv1(x)))
+    x = self.pool2(self.prelu2(self.conv2(x)))
+    x = self.prelu3(self.conv3(x)).permute(0, 3, 2, 1).contiguous()
+    x = self.prelu4(self.dense4(x.view(x.shape[0], -1)))
+    return self.dense5_2(x), F.softmax(self.dense5_1(x), dim=1)
+
+
+class ONet(nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+    self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+    self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+    self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+    self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+    self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+    self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+    self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+    self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
+
+  def forward(self, x):
+    x = self.pool1(self.prelu1(self.conv1(x)))
+    x = self.pool2(self.prelu2(self.conv2(x)))
+    x = self.pool3(self.prelu3(self.conv3(x)))
+    x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
+    x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
+    return self.dense6_2(x), self.dense6_3(x), F.softmax(self.dense6_1(x), dim=1)

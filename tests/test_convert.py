@@ -1,0 +1,194 @@
+"""The converter: parity of every architecture against its PyTorch reference, safe loading, strict accounting."""
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, small_config, subprocess_env
+from jfacediag import train
+from jfacediag.convert import archs, cli, mapping, sources, verify
+from jfacediag.models import weights
+from jfacediag.reference.randomize import randomize_
+
+TOL = 1e-4  # max |flax - torch| relative to max |torch output|
+
+
+def _save_random(arch_name, path, seed=0, num_classes=None):
+  arch = archs.get(arch_name)
+  torch.manual_seed(seed)
+  model = randomize_(arch.torch_ref(num_classes), seed)
+  torch.save(model.state_dict(), path)
+  return arch, model
+
+
+def _check_parity(arch, src, out, x):
+  """Compares the weights written to `out` (through orbax and back) with the reference run on the same file."""
+  variables, meta, pp = weights.load(str(out))
+  assert meta["arch"] == arch.name and meta["sha256"] == sources.sha256(str(src)) and pp == arch.preprocessing
+  ref = verify.torch_outputs(arch, sources.read(str(src)), x, meta["upstream_classes"] or None)
+  got = verify.flax_outputs(arch, variables, x)
+  diffs = verify.compare(ref, got)
+  assert set(diffs) == set(ref) and diffs, (ref.keys(), got.keys())
+  for name, (abs_diff, rel) in diffs.items():
+    print(f"{arch.name} {name}: max |diff| {abs_diff:.2e}, relative {rel:.2e}")
+    assert rel <= TOL, (name, abs_diff, rel)
+  return diffs
+
+
+@pytest.mark.parametrize("name", sorted(archs.ARCHS))
+def test_parity_against_pytorch_reference(name, tmp_path):
+  arch, model = _save_random(name, tmp_path / "w.pth")
+  assert cli.main(["--arch", name, "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "out"),
+                   "--verify"]) == 0
+  summary = json.loads((tmp_path / "out" / "conversion.json").read_text())
+  assert summary["tensors"] == len(model.state_dict())  # Every tensor used, num_batches_tracked included.
+  _check_parity(arch, tmp_path / "w.pth", tmp_path / "out", verify.random_input(arch, seed=1))
+
+
+def test_every_architecture_in_help():
+  r = subprocess.run([sys.executable, f"{REPO}/tools/convert_weights.py", "--help"], capture_output=True, text=True,
+                     env=subprocess_env(), timeout=120)
+  assert r.returncode == 0
+  for name in archs.ARCHS:
+    assert f"  {name} " in r.stdout, name
+  assert "mean [91.4953, 103.8827, 131.0912]" in r.stdout and "BGR" in r.stdout
+
+
+# == Real weights: MTCNN from the facenet-pytorch 2.6.0 wheel ========================================================
+MTCNN_SHA256 = {"pnet.pt": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+                "rnet.pt": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+                "onet.pt": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"}
+
+
+@pytest.fixture(scope="session")
+def mtcnn_files(tmp_path_factory):
+  """pnet/rnet/onet.pt from the facenet-pytorch wheel (pip download; the package itself cannot be installed here)."""
+  cache = os.environ.get("JFACEDIAG_TEST_CACHE") or str(tmp_path_factory.mktemp("wheels"))
+  wheel = os.path.join(cache, "facenet_pytorch-2.6.0-py3-none-any.whl")
+  if not os.path.exists(wheel):
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "facenet-pytorch==2.6.0", "--no-deps", "-q", "-d",
+                        cache], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+      pytest.skip(f"could not download the facenet-pytorch wheel from PyPI: {r.stderr.strip()[-300:]}")
+  out = tmp_path_factory.mktemp("mtcnn")
+  with zipfile.ZipFile(wheel) as z:
+    for name, digest in MTCNN_SHA256.items():
+      data = z.read(f"facenet_pytorch/data/{name}")
+      assert hashlib.sha256(data).hexdigest() == digest, name
+      (out / name).write_bytes(data)
+  return out
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory):
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("img") / "astronaut.png"
+  img = data.astronaut()
+  Image.fromarray(img).save(path)
+  Image.fromarray(img[50:190, 160:300]).save(path.with_name("face.png"))  # Eileen Collins' face, tight.
+  Image.fromarray(img[0:200, 0:200]).save(path.with_name("flag.png"))  # No face: the flag corner.
+  return [str(path), str(path.with_name("face.png")), str(path.with_name("flag.png"))]
+
+
+@pytest.mark.parametrize("net,size", [("pnet", 96), ("rnet", 24), ("onet", 48)])
+def test_real_mtcnn_weights_match_pytorch_on_real_images(net, size, mtcnn_files, astronaut, tmp_path):
+  arch = archs.get(f"mtcnn_{net}")
+  src = mtcnn_files / f"{net}.pt"
+  assert cli.main(["--arch", arch.name, "--src", str(src), "--out", str(tmp_path / "out"), "--verify",
+                   "--verify-images", *astronaut, "--verify-size", str(size)]) == 0
+  _check_parity(arch, src, tmp_path / "out", verify.image_input(arch, astronaut, size))
+  if net == "onet":  # The trained net sees the face in the face crop and none in the flag.
+    got = verify.flax_outputs(arch, weights.load(str(tmp_path / "out"))[0], verify.image_input(arch, astronaut, 48))
+    assert got["prob"][1, 1] > 0.9 and got["prob"][2, 1] < 0.5, got["prob"]
+
+
+# == File formats and safe loading ===================================================================================
+def test_formats_nesting_and_prefixes_read_the_same(tmp_path):
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  _, model = _save_random("mtcnn_rnet", tmp_path / "plain.pth")
+  sd = model.state_dict()
+  torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "nested.pth")
+  torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+  save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "w.safetensors"))
+  with open(tmp_path / "numpy.pkl", "wb") as f:
+    pickle.dump({k: v.numpy() for k, v in sd.items()}, f, protocol=2)
+  want = {k: v.numpy() for k, v in sd.items()}
+  for name in ("plain.pth", "nested.pth", "legacy.pt", "w.safetensors", "numpy.pkl"):
+    got = sources.read(str(tmp_path / name))
+    assert set(got) == set(want), name
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=f"{name}: {k}")
+
+
+class _Evil:
+  marker = ""
+
+  def __reduce__(self):
+    return (open, (self.marker, "w"))  # Unpickling this would create the marker file.
+
+
+@pytest.mark.parametrize("fmt", ["pkl", "torch"])
+def test_code_in_a_pickle_is_refused_and_never_runs(fmt, tmp_path):
+  marker = tmp_path / "pwned"
+  evil = _Evil()
+  evil.marker = str(marker)
+  src = tmp_path / ("evil.pkl" if fmt == "pkl" else "evil.pth")
+  if fmt == "pkl":
+    with open(src, "wb") as f:
+      pickle.dump({"conv1.weight": np.zeros(3), "x": evil}, f, protocol=2)
+  else:
+    torch.save({"conv1.weight": torch.zeros(3), "x": evil}, src)
+  assert not marker.exists()
+  with pytest.raises(sources.UnsafeCheckpoint, match="refus"):
+    sources.read(str(src))
+  assert cli.main(["--arch", "mtcnn_pnet", "--src", str(src), "--out", str(tmp_path / "out")]) == 2
+  assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_html_instead_of_weights_is_named(tmp_path):
+  (tmp_path / "w.pth").write_text("<!DOCTYPE html><html>quota exceeded</html>")
+  with pytest.raises(ValueError, match="HTML page"):
+    sources.read(str(tmp_path / "w.pth"))
+
+
+def test_missing_extra_and_misshaped_keys_in_one_error(tmp_path):
+  _, model = _save_random("resnet18", tmp_path / "w.pth")
+  sd = model.state_dict()
+  del sd["layer2.0.bn1.running_var"]
+  sd["layer9.0.conv1.weight"] = torch.zeros(3, 3)
+  sd["layer1.1.conv2.weight"] = torch.zeros(64, 64, 5, 5)
+  torch.save(sd, tmp_path / "bad.pth")
+  with pytest.raises(mapping.ConversionError) as e:
+    mapping.convert(archs.get("resnet18"), sources.read(str(tmp_path / "bad.pth")))
+  msg = str(e.value)
+  assert "1 missing, 1 unused, 1 mis-shaped" in msg
+  assert "- layer2.0.bn1.running_var" in msg and "+ layer9.0.conv1.weight (3, 3)" in msg
+  assert "! layer1.1.conv2.weight" in msg
+
+
+def test_verify_catches_the_wrong_resnet_variant(tmp_path, capsys):
+  """A VGGFace2 (Caffe-style) file has torchvision's key names: converting it as torchvision resnet50 passes the key
+  checks but --verify refuses, naming the right variant."""
+  _save_random("resnet50_vggface2", tmp_path / "vggface2.pth")
+  assert cli.main(["--arch", "resnet50", "--src", str(tmp_path / "vggface2.pth"), "--out", str(tmp_path / "o"),
+                   "--verify"]) == 2
+  assert "--arch resnet50_vggface2" in capsys.readouterr().err
+
+
+def test_converted_backbone_trains_in_the_spine(toy_dir, tmp_path):
+  arch, _ = _save_random("resnet18", tmp_path / "w.pth")
+  assert cli.main(["--arch", "resnet18", "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "weights")]) == 0
+  cfg = small_config(toy_dir, epochs=0.2, **{"model.backbone": "resnet18", "init.checkpoint": str(tmp_path / "weights"),
+                                            "eval.bootstrap": 0})
+  result = train.run(cfg, str(tmp_path / "wd"))
+  assert result["num_test"] == 36
+  m = json.loads((tmp_path / "wd" / "report" / "metrics.json").read_text())
+  assert m["run"]["init_checkpoint"] == str(tmp_path / "weights") and m["run"]["checkpoint_step"] == 1
