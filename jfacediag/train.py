@@ -7,6 +7,7 @@ WORKDIR receives: config.json, manifest.csv + split.json (the split, reused on r
 history.jsonl, tensorboard/, and report/ (metrics.json, predictions.csv, confusion_matrix.png, curves.png,
 roc.png for two classes, report.md). Rerunning the same command on a workdir that holds a checkpoint resumes it.
 """
+import json
 import math
 import os
 import signal
@@ -63,6 +64,19 @@ def load_split(cfg, root, workdir):
   if jax.process_index() == 0:
     splits.write(workdir, rows, settings, classes)
   return rows, classes
+
+
+def warn_alignment(root, spec):
+  """Warns when the data were aligned (jfacediag.align) in another style than the backbone was trained on."""
+  path = os.path.join(root, "align.json")
+  if not os.path.exists(path) or not spec.align_style:
+    return
+  with open(path, encoding="utf-8") as f:
+    style = json.load(f)["settings"]["style"]
+  if style != spec.align_style:
+    log(f"WARNING: {root} was aligned with style {style!r}, but {spec.name} was trained on {spec.align_style!r} "
+        f"crops; face-recognition features transfer best from their own alignment "
+        f"(python -m jfacediag.align --style {spec.align_style}).")
 
 
 # == Evaluation helpers ================================================================================================
@@ -262,6 +276,7 @@ def run(config, workdir):
                      "backbone batch_stats")} if variables["batch_stats"] else {})}}
     log(f"Loaded backbone weights from {config.init.checkpoint} ({meta.get('source', 'unknown source')}).")
   log(f"Input {pp.input_size}x{pp.input_size} {pp.channel_order}, mean {pp.mean}, std {pp.std}.")
+  warn_alignment(root, spec)
 
   # == Method ========================================================================================================
   method = finetune if config.method == "finetune" else fit_svm

@@ -62,30 +62,6 @@ def test_every_architecture_in_help():
 
 
 # == Real weights: MTCNN from the facenet-pytorch 2.6.0 wheel ========================================================
-MTCNN_SHA256 = {"pnet.pt": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
-                "rnet.pt": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
-                "onet.pt": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"}
-
-
-@pytest.fixture(scope="session")
-def mtcnn_files(tmp_path_factory):
-  """pnet/rnet/onet.pt from the facenet-pytorch wheel (pip download; the package itself cannot be installed here)."""
-  cache = os.environ.get("JFACEDIAG_TEST_CACHE") or str(tmp_path_factory.mktemp("wheels"))
-  wheel = os.path.join(cache, "facenet_pytorch-2.6.0-py3-none-any.whl")
-  if not os.path.exists(wheel):
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "facenet-pytorch==2.6.0", "--no-deps", "-q", "-d",
-                        cache], capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-      pytest.skip(f"could not download the facenet-pytorch wheel from PyPI: {r.stderr.strip()[-300:]}")
-  out = tmp_path_factory.mktemp("mtcnn")
-  with zipfile.ZipFile(wheel) as z:
-    for name, digest in MTCNN_SHA256.items():
-      data = z.read(f"facenet_pytorch/data/{name}")
-      assert hashlib.sha256(data).hexdigest() == digest, name
-      (out / name).write_bytes(data)
-  return out
-
-
 @pytest.fixture(scope="module")
 def astronaut(tmp_path_factory):
   from skimage import data  # pylint: disable=g-import-not-at-top
