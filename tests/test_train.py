@@ -8,6 +8,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import badfiles
@@ -25,10 +26,14 @@ def final_params(workdir):
   """The params of the latest checkpoint in workdir, as numpy leaves."""
   ck = checkpointing.Checkpoints(str(workdir))
   step = ck.latest_step()
-  out = ck.mngr.restore(step, args=__import__("orbax.checkpoint").checkpoint.args.Composite(
-      state=__import__("orbax.checkpoint").checkpoint.args.StandardRestore()))
+  state = _restore_raw(ck, step)
   ck.close()
-  return step, [np.asarray(x) for x in jax.tree.leaves(out.state["params"])]
+  return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+
+
+def _restore_raw(ck, step):
+  """A checkpoint's train state as saved (nested dicts), without a target structure."""
+  return ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
 
 
 def test_end_to_end_writes_every_report_file(toy_dir, tmp_path):
@@ -179,8 +184,7 @@ def test_init_checkpoint_loads_into_backbone(toy_dir, tmp_path):
   m = json.loads((tmp_path / "wd" / "report" / "metrics.json").read_text())
   assert m["run"]["preprocessing"]["mean"] == [127.5] * 3  # The weights' preprocessing, not the registry's.
   ck = checkpointing.Checkpoints(str(tmp_path / "wd"))
-  state = ck.mngr.restore(0, args=__import__("orbax.checkpoint").checkpoint.args.Composite(
-      state=__import__("orbax.checkpoint").checkpoint.args.StandardRestore())).state
+  state = _restore_raw(ck, 0)
   ck.close()
   np.testing.assert_array_equal(state["params"]["backbone"]["conv1"]["kernel"], src["params"]["conv1"]["kernel"])
   bad = small_config(toy_dir, **{"init.checkpoint": str(tmp_path / "w"), "model.backbone": "resnet18"})
