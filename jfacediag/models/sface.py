@@ -1,0 +1,42 @@
+"""SFace (MobileFaceNet-style, Zhong et al. 2021) as shipped by the OpenCV model zoo: 112x112 BGR -> 128-d.
+
+Matches `face_recognition_sface_2021dec_int8bq.onnx` node for node (an MXNet export): conv_1 3x3 (32), then
+conv_2 .. conv_14, each a depthwise 3x3 (`_dw`) and a pointwise 1x1 conv, every conv followed by BatchNorm
+(eps 1e-3) and per-channel PReLU; then bn1 (eps 2e-5), flatten (NCHW in the graph: the converter permutes the
+kernel rows), pre_fc1 (50176 -> 128) and fc1 (BatchNorm, eps 2e-5), the embedding. The graph's own input scaling
+((x - 127.5) * 0.0078125) is the preprocessing, applied by the pipeline. Convs have no bias.
+"""
+import functools
+
+import flax.linen as nn
+
+from jfacediag.models import layers
+
+# (output channels, stride) of the depthwise/pointwise pairs conv_2 .. conv_14.
+STAGES = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
+          (1024, 2), (1024, 1))
+
+
+class SFace(nn.Module):
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, use_fast_variance=False)
+
+    def block(x, ch, k, stride, groups, name):
+      x = nn.Conv(ch, (k, k), stride, layers.pad(k // 2), feature_group_count=groups, use_bias=False,
+                  name=f"{name}_conv2d")(x)
+      x = bn(epsilon=1e-3, name=f"{name}_batchnorm")(x)
+      return layers.PReLU(name=f"{name}_relu")(x)
+
+    x = block(x, 32, 3, 1, 1, "conv_1")
+    for i, (ch, stride) in enumerate(STAGES):
+      x = block(x, x.shape[-1], 3, stride, x.shape[-1], f"conv_{i + 2}_dw")
+      x = block(x, ch, 1, 1, 1, f"conv_{i + 2}")
+    x = bn(epsilon=2e-5, name="bn1")(x)
+    if x.shape[1:3] != (7, 7):
+      raise ValueError(f"SFace needs a 112x112 input (pre_fc1 reads 7x7x1024); got a {x.shape[1]}x{x.shape[2]} map")
+    x = nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0)(x.reshape(x.shape[0], -1))
+    x = nn.Dense(128, name="pre_fc1")(x)
+    return bn(epsilon=2e-5, name="fc1")(x)
