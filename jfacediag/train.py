@@ -25,7 +25,7 @@ from tqdm import tqdm
 from jfacediag import checkpointing, metric_writer, metrics as metrics_lib, optim, report, sharding, steps, svm
 from jfacediag import models
 from jfacediag.data import pipeline, splits, toy
-from jfacediag.models import classifier, weights
+from jfacediag.models import builtin, classifier, weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the split, checkpoints, logs and report.")
@@ -80,18 +80,6 @@ def warn_alignment(root, spec):
 
 
 # == Evaluation helpers ================================================================================================
-def run_batches(fn, variables, root, files, labels, pp, batch_size, mesh, dim):
-  """Runs fn(variables, images, index) over padded eval batches; returns [len(files), dim] in file order."""
-  out = np.zeros((len(files), dim), np.float32)
-  _, it = pipeline.eval_batches(root, files, labels, pp, batch_size)
-  for local in it:
-    batch = sharding.global_batch({"image": local["image"], "index": local["index"]}, mesh)
-    values, index = jax.device_get(fn(variables, batch["image"], batch["index"]))
-    keep = index >= 0
-    out[index[keep]] = values[keep]
-  return out
-
-
 def softmax_loss(logits, labels):
   logp = jax.nn.log_softmax(jnp.asarray(logits), -1)
   return float(-np.mean(np.take_along_axis(np.asarray(logp), labels[:, None], 1)))
@@ -158,8 +146,8 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
 
     val = None
     if has_val and (done % eval_every == 0 or done == total):
-      logits = run_batches(predict, {"params": state.params, "batch_stats": state.batch_stats}, root, va_files,
-                           va_labels, pp, config.input.eval_batch_size, mesh, num_classes)
+      logits = steps.run_batches(predict, {"params": state.params, "batch_stats": state.batch_stats}, root,
+                                 va_files, va_labels, pp, config.input.eval_batch_size, mesh, num_classes)
       val = {"val_loss": softmax_loss(logits, va_labels), "val_accuracy": float(np.mean(
           logits.argmax(1) == va_labels))}
       writer.write(done, epoch=done / steps_per_epoch, **val)
@@ -215,8 +203,8 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
   extract = steps.make_feature_step(model, mesh)
   spec = models.get(config.model.backbone)
   t0 = time.perf_counter()
-  feats = run_batches(extract, variables, root, tr_files, tr_labels, pp, config.input.eval_batch_size, mesh,
-                      spec.feature_dim)
+  feats = steps.run_batches(extract, variables, root, tr_files, tr_labels, pp, config.input.eval_batch_size,
+                            mesh, spec.feature_dim)
   log(f"Extracted {len(tr_files)} x {spec.feature_dim} train features in {time.perf_counter() - t0:.1f}s.")
   fit, _ = svm.fit(feats, tr_labels, model.num_classes, config.svm, config.seed)
   log(f"LinearSVC fitted, C={fit.C:g}" + (f" (inner {config.svm.cv_folds}-fold CV on train: {fit.cv})" if fit.cv
@@ -262,7 +250,7 @@ def run(config, workdir):
   pp = spec.preprocessing
   loaded = None
   if config.init.checkpoint:
-    loaded, meta, pp = weights.load(config.init.checkpoint)
+    loaded, meta, pp = weights.load(builtin.resolve(config.init.checkpoint))
     if meta["arch"] != spec.name:
       raise ValueError(f"init.checkpoint holds {meta['arch']!r} weights but model.backbone={spec.name!r}")
   pp = pp.at_size(config.model.input_size)
@@ -288,8 +276,8 @@ def run(config, workdir):
   # == Test evaluation and report ====================================================================================
   te_files, te_labels = data["test"]
   predict = steps.make_predict_step(model, mesh)
-  scores = run_batches(predict, final, root, te_files, te_labels, pp, config.input.eval_batch_size, mesh,
-                       len(classes))
+  scores = steps.run_batches(predict, final, root, te_files, te_labels, pp, config.input.eval_batch_size,
+                             mesh, len(classes))
   if config.method == "finetune":
     scores = np.asarray(jax.nn.softmax(jnp.asarray(scores), -1))
   positive = classes.index(config.eval.positive_class) if config.eval.positive_class else 1

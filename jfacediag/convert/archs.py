@@ -12,7 +12,8 @@ from jfacediag import models
 from jfacediag.models import mtcnn
 from jfacediag.models.preprocessing import Preprocessing
 
-_RESNET = ((r"layer(\d)_(\d+)", r"layer\1.\2"), (r"downsample_conv", "downsample.0"), (r"downsample_bn", "downsample.1"))
+_RESNET = ((r"layer(\d)_(\d+)", r"layer\1.\2"), (r"downsample_conv", "downsample.0"),
+           (r"downsample_bn", "downsample.1"))
 _INCEPTION = ((r"repeat_(\d)_(\d+)", r"repeat_\1.\2"), (r"(branch\d)_(\d)", r"\1.\2"))
 
 
@@ -67,11 +68,13 @@ ARCHS = {a.name: a for a in [
     _backbone("vgg16", _ref(lambda t, n: t.TorchvisionVGG16(n or 1000)), rename=_torchvision_vgg_names(),
               nchw={"fc6": (512, 7, 7)}, head="classifier.6", verify_size=32, classes=(1000,),
               note="torchvision ImageNet vgg16 (vgg16-397923af.pth)"),
-    _backbone("vgg_face", _ref(lambda t, n: t.VGGFace(n or 2622)), nchw={"fc6": (512, 7, 7)}, head="fc8", classes=(2622,),
+    _backbone("vgg_face", _ref(lambda t, n: t.VGGFace(n or 2622)), nchw={"fc6": (512, 7, 7)}, head="fc8",
+              classes=(2622,),
               src_rename=((r"^conv_(\d)_(\d)\.", r"conv\1_\2."),),
               note="VGG-Face (Parkhi 2015), albanie vgg_face_dag.pth or prlz77 port names"),
     _backbone("resnet50", _ref(lambda t, n: t.ResNet((3, 4, 6, 3), num_classes=n or 1000)), rename=_RESNET,
-              head="fc", verify_size=64, classes=(1000,), note="torchvision ImageNet resnet50 (resnet50-0676ba61.pth)"),
+              head="fc", verify_size=64, classes=(1000,),
+              note="torchvision ImageNet resnet50 (resnet50-0676ba61.pth)"),
     _backbone("resnet18", _ref(lambda t, n: t.ResNet((2, 2, 2, 2), "basic", num_classes=n or 1000)),
               rename=_RESNET, head="fc", verify_size=64, classes=(1000,), note="torchvision ImageNet resnet18"),
     _backbone("resnet50_vggface2", _ref(lambda t, n: t.ResNet((3, 4, 6, 3), num_classes=n or 8631, caffe=True)),
@@ -79,7 +82,8 @@ ARCHS = {a.name: a for a in [
               note="VGGFace2 Caffe-style ResNet-50 (cydonia999 resnet50_{scratch,ft}_weight.pkl)"),
     _backbone("senet50_vggface2",
               _ref(lambda t, n: t.ResNet((3, 4, 6, 3), num_classes=n or 8631, caffe=True, se=True)),
-              rename=_RESNET, head="fc", classes=(8631,), note="VGGFace2 SE-ResNet-50 (cydonia999 senet50_{scratch,ft}_weight.pkl)"),
+              rename=_RESNET, head="fc", classes=(8631,),
+              note="VGGFace2 SE-ResNet-50 (cydonia999 senet50_{scratch,ft}_weight.pkl)"),
     *[_backbone(f"iresnet{d}", _ref(lambda t, n, d=d: t.IResNet({18: (2, 2, 2, 2), 34: (3, 4, 6, 3),
                                                                  50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}[d])),
                 rename=_RESNET, nchw={"fc": (512, 7, 7)}, note="insightface arcface_torch backbone.pth")

