@@ -42,7 +42,7 @@ def _check_parity(arch, src, out, x):
   return diffs
 
 
-@pytest.mark.parametrize("name", sorted(archs.ARCHS))
+@pytest.mark.parametrize("name", sorted(n for n, a in archs.ARCHS.items() if a.kind != "onnx"))  # sface: test_onnx
 def test_parity_against_pytorch_reference(name, tmp_path):
   arch, model = _save_random(name, tmp_path / "w.pth")
   assert cli.main(["--arch", name, "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "out"),

@@ -5,6 +5,7 @@ torch.save, convert with tools/convert_weights.py's code path, compare eval-mode
   python tools/parity_report.py                 # all architectures
   python tools/parity_report.py iresnet100      # one
 
+ONNX-only architectures (sface) are checked against onnxruntime by `convert_weights.py --verify` instead.
 Prints one row per architecture: max |flax - torch| and that relative to max |torch output|, for the feature layer
 and the upstream logits (or MTCNN's heads), and the conversion time (read + map + write, without --verify).
 """
@@ -22,8 +23,10 @@ from jfacediag.reference.randomize import randomize_
 
 def main(names):
   rows = []
-  for name in names or list(archs.ARCHS):
+  for name in names or [n for n, a in archs.ARCHS.items() if a.kind != "onnx"]:
     arch = archs.get(name)
+    if arch.kind == "onnx":
+      raise SystemExit(f"{name} converts from ONNX: check it with tools/convert_weights.py --verify (onnxruntime)")
     torch.manual_seed(0)
     model = randomize_(arch.torch_ref(None))
     with tempfile.TemporaryDirectory() as d:

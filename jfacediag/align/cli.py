@@ -98,7 +98,10 @@ def process(task):
     img = images.load_rgb(os.path.join(args.src, rel))
   except images.UnreadableImage as e:
     return "error", [{"source": rel, "reason": str(e)}]
-  faces = det.detect(img)
+  try:
+    faces = det.detect(img)
+  except Exception as e:  # pylint: disable=broad-except  (an odd image must not stop a folder of thousands)
+    return "error", [{"source": rel, "reason": f"detector failed: {type(e).__name__}: {e}"}]
   if not faces:
     rows = []
     if args.fallback == "center":
