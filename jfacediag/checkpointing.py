@@ -48,6 +48,17 @@ class Checkpoints:
                                                            meta=ocp.args.JsonRestore()))
     return out.state, out.meta
 
+  def meta(self, step):
+    """The JSON meta entry of a step, without restoring the state."""
+    return self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+  def check_method(self, method):
+    """Raises when the workdir's checkpoints were written by another method (finetune vs svm)."""
+    step = self.latest_step()
+    if step is not None and self.meta(step).get("method") != method:
+      raise ValueError(f"{self.mngr.directory} holds checkpoints of a {self.meta(step).get('method')!r} run; "
+                       f"this config asks method={method!r}. Use a new --workdir.")
+
   def wait(self):
     self.mngr.wait_until_finished()
 

@@ -107,6 +107,7 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
   mode = "min" if cfg.best_metric.endswith("loss") else "max"
   ckpts = checkpointing.Checkpoints(workdir, cfg.best_metric if has_val else "", mode)
   # Initialisation order: a checkpoint in the workdir (resume) > init.checkpoint (already merged) > random.
+  ckpts.check_method("finetune")
   start = ckpts.latest_step() or 0
   if start:
     state, meta = ckpts.restore(start, state)
@@ -157,8 +158,8 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
       preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
     stopped = preempted or (cfg.stop_after_steps and done >= cfg.stop_after_steps and done < total)
     if val or stopped or done % cfg.checkpoint_every_steps == 0 or done == total:
-      ckpts.save(done, state, {"total_steps": total, "epoch": done / steps_per_epoch, "input_position": done * batch},
-                 metrics=val)
+      ckpts.save(done, state, {"method": "finetune", "total_steps": total, "epoch": done / steps_per_epoch,
+                               "input_position": done * batch}, metrics=val)
     if stopped:
       break
   bar.close()
@@ -194,6 +195,7 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
   like = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                           batch_stats=variables["batch_stats"], opt_state={},
                           rng=jax.random.key_data(jax.random.PRNGKey(config.seed)))
+  ckpts.check_method("svm")
   if ckpts.latest_step() is not None:
     state, meta = ckpts.restore(ckpts.latest_step(), like)
     log(f"Found a fitted SVM in {workdir} (C={meta['C']}); re-evaluating it.")
@@ -212,7 +214,7 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
   params = dict(variables["params"])
   params["head"] = {"kernel": jnp.asarray(fit.kernel), "bias": jnp.asarray(fit.bias)}
   state = jax.device_put(like.replace(params=params), rep)
-  ckpts.save(0, state, {"C": fit.C, "cv_accuracy": fit.cv, "multiclass": config.svm.multiclass})
+  ckpts.save(0, state, {"method": "svm", "C": fit.C, "cv_accuracy": fit.cv, "multiclass": config.svm.multiclass})
   ckpts.close()
   return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm"
 

@@ -190,3 +190,6 @@ def test_init_checkpoint_loads_into_backbone(toy_dir, tmp_path):
   bad = small_config(toy_dir, **{"init.checkpoint": str(tmp_path / "w"), "model.backbone": "resnet18"})
   with pytest.raises(ValueError, match="holds 'resnet_tiny' weights"):
     train.run(bad, str(tmp_path / "wd2"))
+  other = small_config(toy_dir, **{"init.checkpoint": str(tmp_path / "w"), "model.backbone": "resnet_tiny"})
+  with pytest.raises(ValueError, match="holds checkpoints of a 'svm' run"):
+    train.run(other, str(tmp_path / "wd"))  # A finetune config on the svm workdir: refused, nothing overwritten.
