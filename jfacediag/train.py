@@ -301,7 +301,11 @@ def run(config, workdir):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
-  run(_CONFIG.value, _WORKDIR.value)
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, KeyError, ImportError) as e:  # Bad config or data: the message, no stack.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
