@@ -1,11 +1,8 @@
 """The converter: parity of every architecture against its PyTorch reference, safe loading, strict accounting."""
-import hashlib
 import json
-import os
 import pickle
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 import onnxruntime as ort
 import pytest

@@ -13,9 +13,9 @@ import pytest
 
 import badfiles
 from conftest import REPO, small_config, subprocess_env
-from jfacediag import checkpointing, metric_writer, models, steps, train
+from jfacediag import checkpointing, metric_writer, models, train
 from jfacediag.data import toy
-from jfacediag.models import classifier, weights
+from jfacediag.models import weights
 
 METRIC_KEYS = {"num_test", "classes", "score_type", "accuracy", "per_class", "macro", "roc_auc", "confusion_matrix",
                "bootstrap", "skipped_files", "run"}

@@ -73,8 +73,8 @@ def read_graph(path):
       continue
     params = [i for i in ins if i in const]
 
-    def take(name, _used=used):
-      _used |= origin.get(name, set())
+    def take(name):
+      used.update(origin.get(name, set()))
       return np.asarray(const[name], np.float32)
 
     if node.op_type == "Conv":
