@@ -1,6 +1,10 @@
-"""ONNX import: dequantisation, SFace against onnxruntime, the builtin cache, the embeddings CLI."""
+"""ONNX import: dequantisation, a quantised toy graph, iResNet exported by torch, SFace against onnxruntime, the
+builtin cache, the embeddings CLI."""
+import dataclasses
 import os
+import warnings
 
+import flax.linen as nn
 import numpy as np
 from onnx import TensorProto, helper
 import onnxruntime as ort
@@ -10,8 +14,9 @@ from skimage import data
 from conftest import small_config
 from jfacediag import embed, train
 from jfacediag.align import detectors, styles
-from jfacediag.convert import archs, cli, onnx_import, verify
-from jfacediag.models import builtin, weights
+from jfacediag.convert import archs, cli, mapping, onnx_import, verify
+from jfacediag.models import builtin, layers, weights
+from jfacediag.models.preprocessing import Preprocessing
 
 
 def _cos(a, b):
@@ -39,6 +44,117 @@ def test_dequantize_matches_onnxruntime(kind):
   want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
   got = onnx_import.dequantize(q, scale, zp, attrs.get("axis", 1), attrs.get("block_size", 0))
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+class _TinyNet(nn.Module):
+  """Conv(+bias) -> BN -> PReLU -> NCHW flatten -> Dense: one of each layer kind the ONNX walker maps."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Conv(4, (3, 3), 2, layers.pad(1), name="conv")(x)
+    x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
+    x = layers.PReLU(name="prelu")(x)
+    return nn.Dense(5, name="fc")(x.reshape(x.shape[0], -1))
+
+
+def _tiny_quantised_onnx(path, rng):
+  """The _TinyNet graph with raw-pixel input (Sub 127.5, Mul 1/128 inside), a per-axis int8 conv and a block-int8 fc."""
+  init = []
+
+  def add(name, v):
+    v = np.asarray(v)
+    dtype = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.float32): TensorProto.FLOAT,
+             np.dtype(np.int64): TensorProto.INT64}[v.dtype]
+    init.append(helper.make_tensor(name, dtype, v.shape, v.flatten().tolist()))
+    return name
+
+  f32 = lambda *shape, lo=-1, hi=1: rng.uniform(lo, hi, shape).astype(np.float32)
+  add("mean", np.array(127.5, np.float32))
+  add("scale", np.array(1 / 128, np.float32))
+  add("wq", rng.integers(-127, 127, (4, 3, 3, 3)).astype(np.int8))
+  add("ws", f32(4, lo=0.005, hi=0.02))
+  add("wz", rng.integers(-3, 3, 4).astype(np.int8))
+  add("cb", f32(4))
+  for n, v in (("g", f32(4, lo=0.5, hi=1.5)), ("b", f32(4)), ("m", f32(4)), ("v", f32(4, lo=0.5, hi=1.5)),
+               ("a", f32(4, 1, 1, lo=0.05, hi=0.3))):
+    add(n, v)
+  add("fq", rng.integers(-127, 127, (5, 64)).astype(np.int8))  # Gemm transB: [out, in], blocks of 16 along in.
+  add("fs", f32(5, 4, lo=0.002, hi=0.01))
+  add("fz", rng.integers(-3, 3, (5, 4)).astype(np.int8))
+  add("fb", f32(5))
+  nodes = [
+      helper.make_node("Sub", ["data", "mean"], ["x0"]), helper.make_node("Mul", ["x0", "scale"], ["x1"]),
+      helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+      helper.make_node("Conv", ["x1", "w", "cb"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+      helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"], epsilon=1e-3),
+      helper.make_node("PRelu", ["n", "a"], ["p"]), helper.make_node("Flatten", ["p"], ["f"], axis=1),
+      helper.make_node("DequantizeLinear", ["fq", "fs", "fz"], ["fw"], axis=1, block_size=16),
+      helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1)]
+  graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 8, 8])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], init)
+  model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+  with open(path, "wb") as f:
+    f.write(model.SerializeToString())
+
+
+def test_quantised_toy_graph_converts_and_matches_onnxruntime(tmp_path):
+  path = str(tmp_path / "tiny.onnx")
+  rng = np.random.default_rng(0)
+  _tiny_quantised_onnx(path, rng)
+  pp = Preprocessing(8, 8, "RGB", (127.5,) * 3, (128.0,) * 3)
+  arch = archs.Arch("tiny", _TinyNet, None, pp, 5, "fc", nchw={"fc": (4, 4, 4)}, kind="onnx")
+  variables, info = onnx_import.convert(arch, path)
+  assert info["input_normalisation"] == "in graph" and info["folded_bn"] == 0
+  raw = rng.uniform(0, 255, (3, 3, 8, 8)).astype(np.float32)
+  want = onnx_import.onnxruntime_outputs(path, raw)
+  x = (raw - 127.5) / 128.0
+  got = verify.flax_outputs(arch, variables, x)["features"]
+  print("tiny quantised graph: max |diff|", np.abs(got - want).max())
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+  # A graph that normalises differently from the architecture's preprocessing is refused, showing both.
+  other = dataclasses.replace(arch, preprocessing=dataclasses.replace(pp, std=(127.5,) * 3))
+  with pytest.raises(mapping.ConversionError, match=r"normalises its input as .*127.5"):
+    onnx_import.convert(other, path)
+
+
+def test_iresnet_exported_by_torch_matches_onnxruntime_and_torch(tmp_path):
+  """torch.onnx.export folds each conv+BN (the insightface layout); the converter restores the BNs exactly."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from jfacediag.reference import randomize  # pylint: disable=g-import-not-at-top
+  arch = archs.get("iresnet18")
+  ref = arch.torch_ref().eval()
+  randomize.randomize_(ref, 0)
+
+  class Features(torch.nn.Module):
+
+    def __init__(self, m):
+      super().__init__()
+      self.m = m
+
+    def forward(self, x):
+      return self.m(x)[0]
+
+  path = str(tmp_path / "iresnet18.onnx")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.onnx.export(Features(ref).eval(), torch.zeros(1, 3, 112, 112), path, dynamo=False, input_names=["data"],
+                      opset_version=11)
+  assert cli.main(["--arch", "iresnet18", "--src", path, "--out", str(tmp_path / "w"), "--verify"]) == 0
+  variables, meta, _ = weights.load(str(tmp_path / "w"))
+  assert meta["arch"] == "iresnet18"
+  x = verify.random_input(arch, batch=2, seed=1)
+  got = verify.flax_outputs(arch, variables, x)["features"]
+  want_ort = onnx_import.onnxruntime_outputs(path, x)
+  with torch.no_grad():
+    want_torch = ref(torch.from_numpy(x))[0].numpy()
+  scale = np.abs(want_torch).max()
+  print(f"iResNet-18 via ONNX: max |diff| vs onnxruntime {np.abs(got - want_ort).max():.2e}, vs torch "
+        f"{np.abs(got - want_torch).max():.2e} (outputs up to {scale:.2f})")
+  assert np.abs(got - want_ort).max() <= 1e-5 * scale and np.abs(got - want_torch).max() <= 1e-5 * scale
+  assert _cos(got, want_torch).min() >= 0.99999
+  # The same file for a deeper variant: one error that lists what does not fit.
+  with pytest.raises(mapping.ConversionError, match="does not fit --arch iresnet34"):
+    onnx_import.convert(archs.get("iresnet34"), path)
 
 
 @pytest.fixture(scope="module")

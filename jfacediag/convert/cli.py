@@ -11,7 +11,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from jfacediag.convert import archs, mapping, onnx_import, sources, verify
 from jfacediag.models import weights
@@ -82,17 +81,18 @@ def run(args):
   weights.save(args.out, variables, metadata)
   t_total = time.perf_counter() - t0
   summary = {"arch": arch.name, "out": os.path.abspath(args.out), "tensors": info["tensors"],
-             **({"graph_constants": info["graph_constants"]} if "graph_constants" in info else {}),
+             **{k: info[k] for k in ("graph_constants", "folded_bn", "input_normalisation") if k in info},
              "parameters": info["parameters"], "convert_s": round(t_convert, 2), "total_s": round(t_total, 2)}
   print(f"Converted {info['tensors']} tensors ({info['parameters'] / 1e6:.2f}M parameters) in {t_convert:.1f}s; "
         f"wrote {args.out} in {t_total:.1f}s total.", flush=True)
+  if is_onnx:
+    print(f"  ONNX: input normalisation {info['input_normalisation']}; {info['folded_bn']} BatchNorms the exporter "
+          f"folded into convs restored as bias-only BNs.", flush=True)
   if args.verify:
     x = (verify.image_input(arch, args.verify_images, args.verify_size) if args.verify_images
          else verify.random_input(arch, args.verify_size))
-    if is_onnx:  # onnxruntime takes raw pixels in the model's channel order; the graph normalises them itself.
-      pp = arch.preprocessing
-      raw = x * np.array(pp.std, np.float32)[None, :, None, None] + np.array(pp.mean, np.float32)[None, :, None, None]
-      ref = {"features": onnx_import.onnxruntime_outputs(args.src, raw)}
+    if is_onnx:
+      ref = {"features": onnx_import.onnxruntime_outputs(args.src, onnx_import.onnx_input(arch, x, info))}
     else:
       ref = verify.torch_outputs(arch, state_dict, x, info["upstream_classes"] or None)
     got = verify.flax_outputs(arch, variables, x)
