@@ -13,11 +13,15 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0  # Initialises the head, dropout and augmentation. The split has its own seed (data.split_seed).
   c.method = "finetune"  # "finetune" (DTL1: train backbone + new head) or "svm" (DTL2: frozen features + LinearSVC).
+  # A comma-separated list ("svm,finetune") runs each into WORKDIR/<method>/ on the same data and split, then
+  # compares them in WORKDIR/report.md and comparison.json.
 
   # == Data =========================================================================================================
   c.data = ml_collections.ConfigDict()
   c.data.dir = ""  # Folder of class subfolders, or of train/ and test/ (and optionally val/) each holding them.
-  c.data.generate = ""  # "toy": generate a small synthetic image folder into WORKDIR/data when data.dir is empty.
+  # When data.dir is empty: "toy" generates a small synthetic image folder into WORKDIR/data; "lfw_subset" writes
+  # scikit-image's LFW subset (face vs non_face) there and aligns it (arcface112), see jfacediag/data/lfw_subset.py.
+  c.data.generate = ""
   c.data.classes = ""  # Comma-separated class folder names fixing the label order; "" = sorted folder names.
   # Split strategy: "auto" (= "folders" when data.dir holds train/ and test/, else "per_class"), "folders",
   # "per_class" (train_per_class + test_per_class images drawn per class; the paper: 40 + 30), "fraction"

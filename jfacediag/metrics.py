@@ -65,6 +65,8 @@ def compute(y, scores, classes, score_type, bootstrap=1000, seed=0, positive=1):
   cp = stats.binomtest(correct, len(y)).proportion_ci(0.95, method="exact") if len(y) else None
   out = {
       "num_test": int(len(y)), "classes": list(classes), "score_type": score_type,
+      # Accuracy of always answering the largest test class: the floor any result must clear.
+      "majority_rate": float(np.bincount(y, minlength=k).max() / len(y)) if len(y) else None,
       "accuracy": {**val("accuracy"), "clopper_pearson95": [float(cp.low), float(cp.high)] if cp else None},
       "per_class": {cls: {**{m: val(f"{m}/{c}") for m in ("precision", "recall", "specificity", "f1")},
                           "support": int((y == c).sum())} for c, cls in enumerate(classes)},

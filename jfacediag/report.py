@@ -1,4 +1,5 @@
-"""WORKDIR/report/: metrics.json, predictions.csv, confusion_matrix.png, curves.png, roc.png (2 classes), report.md."""
+"""WORKDIR/report/: metrics.json, predictions.csv, confusion_matrix.png, curves.png, roc.png (2 classes), report.md;
+and for a multi-method run WORKDIR/report.md + comparison.json (`write_comparison`)."""
 import csv
 import json
 import os
@@ -102,7 +103,8 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
         "## Test results", "",
         f"Accuracy **{_fmt(metrics['accuracy'])}** % on {n} test images (95% bootstrap interval in brackets; "
         f"exact binomial interval [{100 * metrics['accuracy']['clopper_pearson95'][0]:.1f}, "
-        f"{100 * metrics['accuracy']['clopper_pearson95'][1]:.1f}]). One image is {100 / max(n, 1):.1f} points.", "",
+        f"{100 * metrics['accuracy']['clopper_pearson95'][1]:.1f}]). One image is {100 / max(n, 1):.1f} points; "
+        f"always answering the largest class would score {100 * metrics['majority_rate']:.1f} %.", "",
         f"ROC AUC {_fmt(metrics['roc_auc'], pct=False)}"
         + (f" (positive class: {metrics['positive_class']})" if positive is not None else " (mean one-vs-rest)"), "",
         "| class | support | precision | recall (sensitivity) | specificity | F1 |", "|---|---|---|---|---|---|"]
@@ -122,4 +124,26 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
          "- A single split. Repeated cross-validation (`data.split=kfold`) gives a better estimate.",
          "- This is a research tool, not a medical device."]
   with open(os.path.join(report_dir, "report.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(md) + "\n")
+
+
+def write_comparison(workdir, results, config):
+  """WORKDIR/report.md + comparison.json: the methods of one multi-method run (same data, same split) side by side."""
+  rows = {m: {"accuracy": r["accuracy"], "roc_auc": r["roc_auc"]["value"], "macro_f1": r["macro"]["f1"],
+              "num_test": r["num_test"], "majority_rate": r["majority_rate"],
+              "report": os.path.join(m, "report", "report.md")} for m, r in results.items()}
+  with open(os.path.join(workdir, "comparison.json"), "w", encoding="utf-8") as f:
+    json.dump(rows, f, indent=2)
+  names = {"svm": "DTL2 (frozen features + linear SVM)", "finetune": "DTL1 (fine-tuning)"}
+  md = [f"# jfacediag: {config.model.backbone}, {' vs '.join(results)}", "",
+        f"Weights `{config.init.checkpoint or 'random initialisation'}`; the same test split for every method.", "",
+        "| method | accuracy % [95% bootstrap] | exact binomial 95% | ROC AUC | macro F1 % | test images | "
+        "majority-class rate % | report |", "|---|---|---|---|---|---|---|---|"]
+  for m, r in rows.items():
+    cp = r["accuracy"]["clopper_pearson95"]
+    auc = f"{r['roc_auc']:.3f}" if r["roc_auc"] is not None else "n/a"
+    md.append(f"| {names.get(m, m)} | {_fmt(r['accuracy'])} | [{100 * cp[0]:.1f}, {100 * cp[1]:.1f}] | {auc} | "
+              f"{_fmt(r['macro_f1'])} | {r['num_test']} | {100 * r['majority_rate']:.1f} | [{m}]({r['report']}) |")
+  md += ["", "Intervals that overlap do not separate the methods. This is a research tool, not a medical device."]
+  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(md) + "\n")

@@ -1,15 +1,18 @@
 r"""Trains and evaluates one run: fine-tuning (DTL1) or frozen features + linear SVM (DTL2).
 
+  python -m jfacediag.train --config configs/demo.py            # --workdir defaults to runs/<config name>
   python -m jfacediag.train --config configs/toy.py --workdir runs/toy
   python -m jfacediag.train --config configs/toy.py:method=svm --workdir runs/toy-svm --config.svm.C=0.1
 
 WORKDIR receives: config.json, manifest.csv + split.json (the split, reused on resume), checkpoints/ (orbax),
 history.jsonl, tensorboard/, and report/ (metrics.json, predictions.csv, confusion_matrix.png, curves.png,
 roc.png for two classes, report.md). Rerunning the same command on a workdir that holds a checkpoint resumes it.
+With config.method="svm,finetune" each method gets WORKDIR/<method>/ and WORKDIR/report.md compares them.
 """
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -24,11 +27,12 @@ from tqdm import tqdm
 
 from jfacediag import checkpointing, metric_writer, metrics as metrics_lib, optim, report, sharding, steps, svm
 from jfacediag import models
-from jfacediag.data import pipeline, splits, toy
+from jfacediag.data import lfw_subset, pipeline, splits, toy
 from jfacediag.models import builtin, classifier, weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the split, checkpoints, logs and report.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the split, checkpoints, logs and report "
+                               "(default: runs/<config file name>).")
 
 
 def log(*args):
@@ -38,15 +42,19 @@ def log(*args):
 
 # == Data ==============================================================================================================
 def data_dir_for(cfg, workdir):
-  """config.data.dir, or a generated folder under WORKDIR/data for data.generate='toy'."""
+  """config.data.dir, or a generated folder under WORKDIR/data for data.generate='toy' or 'lfw_subset'."""
   if cfg.dir:
     return os.path.abspath(os.path.expanduser(cfg.dir))
+  if cfg.generate not in ("", "toy", "lfw_subset"):
+    raise ValueError(f"data.generate={cfg.generate!r}; expected '', 'toy' or 'lfw_subset'")
   if cfg.generate == "toy":
     root = os.path.join(workdir, "data")
     toy.make_folder(root, num_classes=3, per_class=cfg.train_per_class + cfg.test_per_class)
     return root
+  if cfg.generate == "lfw_subset":
+    return lfw_subset.make_folder(os.path.join(workdir, "data"))
   raise ValueError("config.data.dir is empty: pass --config.data.dir=/path/to/class/folders "
-                   "(or data.generate='toy' for the generated toy folder)")
+                   "(or data.generate='toy' / 'lfw_subset' for a generated folder)")
 
 
 def load_split(cfg, root, workdir):
@@ -220,12 +228,35 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
 
 
 # == The run ===========================================================================================================
+def run_methods(config, workdir, methods):
+  """config.method="svm,finetune": each method in WORKDIR/<method>/ on the same data and split, then a comparison."""
+  root = data_dir_for(config.data, workdir)
+  results = {}
+  for method in methods:
+    log(f"== {method} ({len(results) + 1}/{len(methods)}) " + "=" * 60)
+    c = config.copy_and_resolve_references()
+    c.method, c.data.dir = method, root
+    results[method] = run(c, os.path.join(workdir, method))
+    if results[method] is None:  # Stopped (preemption, stop_after_steps): rerunning resumes this method.
+      return None
+  if jax.process_index() == 0:
+    report.write_comparison(workdir, results, config)
+  log(f"Comparison of {', '.join(methods)} in {os.path.join(workdir, 'report.md')}")
+  return results
+
+
 def run(config, workdir):
-  """Runs config in workdir; returns the metrics dict (None when the run stopped before the end)."""
+  """Runs config in workdir; returns the metrics dict (None when the run stopped before the end).
+
+  With several methods (config.method="svm,finetune") returns {method: metrics dict} (see run_methods).
+  """
   # == Setup: processes, mesh, workdir ===============================================================================
   sharding.maybe_initialize_distributed(config.distributed)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
+  methods = [m.strip() for m in config.method.split(",")]
+  if len(methods) > 1:
+    return run_methods(config, workdir, methods)
   mesh = sharding.make_mesh()
   log(f"jfacediag: {config.method} on {config.model.backbone}; {jax.device_count()} device(s) "
       f"({jax.devices()[0].platform}), {jax.process_count()} process(es); workdir {workdir}")
@@ -298,16 +329,26 @@ def run(config, workdir):
   return results
 
 
+def default_workdir():
+  """runs/<config file stem>[-<config argument>], for a command line without --workdir."""
+  path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("runs", name + ("-" + re.sub(r"[^\w.-]+", "_", arg) if arg else ""))
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
+  workdir = _WORKDIR.value or default_workdir()
+  if not _WORKDIR.value:
+    log(f"--workdir not given: using {workdir}")
   try:
-    run(_CONFIG.value, _WORKDIR.value)
+    run(_CONFIG.value, workdir)
   except (ValueError, FileNotFoundError, KeyError, ImportError) as e:  # Bad config or data: the message, no stack.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["config"])
   app.run(main)

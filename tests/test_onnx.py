@@ -11,8 +11,7 @@ import onnxruntime as ort
 import pytest
 from skimage import data
 
-from conftest import small_config
-from jfacediag import embed, train
+from jfacediag import embed
 from jfacediag.align import detectors, styles
 from jfacediag.convert import archs, cli, mapping, onnx_import, verify
 from jfacediag.models import builtin, layers, weights
@@ -230,11 +229,3 @@ def test_embed_equals_onnxruntime(sface_onnx, aligned_faces, tmp_path, monkeypat
   raw = x * np.array(pp.std, np.float32)[None, :, None, None] + np.array(pp.mean, np.float32)[None, :, None, None]
   ref = onnx_import.onnxruntime_outputs(sface_onnx, raw)
   assert _cos(z["embeddings"], ref).min() >= 0.9999
-
-
-def test_sface_svm_run_through_builtin(toy_dir, tmp_path, monkeypatch):
-  monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
-  cfg = small_config(toy_dir, method="svm", size=112, **{"model.backbone": "sface", "init.checkpoint": "builtin:sface",
-                                                         "svm.select_C": False})
-  result = train.run(cfg, str(tmp_path / "wd"))
-  assert result["num_test"] == 36 and result["accuracy"]["value"] > 0.6  # Shapes, not faces: transfer is weak.

@@ -187,8 +187,9 @@ def convert(arch, path):
   calls, eps = [], {}  # Leaf layers in the order the forward pass calls them (dict keys come back sorted).
 
   def record(fn, args, kwargs, context):
-    if context.method_name == "__call__" and isinstance(context.module, (nn.Conv, nn.BatchNorm, nn.Dense,
-                                                                          model_layers.PReLU)):
+    if context.method_name == "__call__" and isinstance(context.module, (
+        nn.Conv, nn.BatchNorm, nn.Dense, model_layers.PReLU, model_layers.DepthwiseConv,
+        model_layers.PointwiseConv)):
       calls.append("/".join(context.module.path))
       if isinstance(context.module, nn.BatchNorm):
         eps[calls[-1]] = context.module.epsilon

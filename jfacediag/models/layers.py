@@ -1,8 +1,9 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
-adaptive average pooling. Padding is always explicit (conversion.md §3)."""
+adaptive average pooling, a depthwise conv that trains fast on CPU. Padding is always explicit (conversion.md §3)."""
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -13,6 +14,48 @@ class PReLU(nn.Module):
   def __call__(self, x):
     a = self.param("weight", nn.initializers.constant(0.25), (x.shape[-1],))
     return jnp.where(x >= 0, x, a * x)
+
+
+class PointwiseConv(nn.Module):
+  """1x1 conv without bias, stride 1: the parameter of nn.Conv(features, (1, 1)), `kernel` (1, 1, C_in, C_out).
+
+  Computed as a matrix product, which XLA:CPU runs ~3x faster than the 1x1 convolution, gradient included
+  (56x56, 64 -> 128 channels, batch 16: 77 ms vs 214-259 ms); the same numbers up to float summation order.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    w = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features)).astype(x.dtype)
+    return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise k x k conv without bias (torch `groups=C`): the parameter of nn.Conv(feature_group_count=C),
+  `kernel` (k, k, 1, C), with the same initialiser.
+
+  On CPU it is computed as k*k strided multiply-adds: XLA:CPU runs the gradient of a grouped convolution about 10x
+  slower than this form (56x56x128, batch 16: 1.54 s vs 0.18 s), and the results agree exactly. Other backends
+  use the grouped convolution.
+  """
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+
+  @nn.compact
+  def __call__(self, x):
+    k, s, p, c = self.kernel_size, self.stride, self.padding, x.shape[-1]
+    w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c)).astype(x.dtype)
+    if jax.default_backend() != "cpu":
+      return jax.lax.conv_general_dilated(x, w, (s, s), pad(p), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                          feature_group_count=c)
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    ho, wo = (x.shape[1] + 2 * p - k) // s + 1, (x.shape[2] + 2 * p - k) // s + 1
+    out = 0
+    for a in range(k):
+      for b in range(k):
+        out = out + xp[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s, :] * w[a, b, 0]
+    return out
 
 
 def pad(p):

@@ -2,7 +2,8 @@
 
 Matches `face_recognition_sface_2021dec_int8bq.onnx` node for node (an MXNet export): conv_1 3x3 (32), then
 conv_2 .. conv_14, each a depthwise 3x3 (`_dw`) and a pointwise 1x1 conv, every conv followed by BatchNorm
-(eps 1e-3) and per-channel PReLU; then bn1 (eps 2e-5), flatten (NCHW in the graph: the converter permutes the
+(eps 1e-3) and per-channel PReLU (depthwise and 1x1 convs: layers.DepthwiseConv and
+PointwiseConv, which train fast on CPU); then bn1 (eps 2e-5), flatten (NCHW in the graph: the converter permutes the
 kernel rows), pre_fc1 (50176 -> 128) and fc1 (BatchNorm, eps 2e-5), the embedding. The graph's own input scaling
 ((x - 127.5) * 0.0078125) is the preprocessing, applied by the pipeline. Convs have no bias.
 """
@@ -24,16 +25,20 @@ class SFace(nn.Module):
   def __call__(self, x, train: bool = False):
     bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, use_fast_variance=False)
 
-    def block(x, ch, k, stride, groups, name):
-      x = nn.Conv(ch, (k, k), stride, layers.pad(k // 2), feature_group_count=groups, use_bias=False,
-                  name=f"{name}_conv2d")(x)
+    def block(x, ch, k, stride, depthwise, name):
+      if depthwise:
+        x = layers.DepthwiseConv(k, stride, k // 2, name=f"{name}_conv2d")(x)
+      elif k == 1:
+        x = layers.PointwiseConv(ch, name=f"{name}_conv2d")(x)
+      else:
+        x = nn.Conv(ch, (k, k), stride, layers.pad(k // 2), use_bias=False, name=f"{name}_conv2d")(x)
       x = bn(epsilon=1e-3, name=f"{name}_batchnorm")(x)
       return layers.PReLU(name=f"{name}_relu")(x)
 
-    x = block(x, 32, 3, 1, 1, "conv_1")
+    x = block(x, 32, 3, 1, False, "conv_1")
     for i, (ch, stride) in enumerate(STAGES):
-      x = block(x, x.shape[-1], 3, stride, x.shape[-1], f"conv_{i + 2}_dw")
-      x = block(x, ch, 1, 1, 1, f"conv_{i + 2}")
+      x = block(x, x.shape[-1], 3, stride, True, f"conv_{i + 2}_dw")
+      x = block(x, ch, 1, 1, False, f"conv_{i + 2}")
     x = bn(epsilon=2e-5, name="bn1")(x)
     if x.shape[1:3] != (7, 7):
       raise ValueError(f"SFace needs a 112x112 input (pre_fc1 reads 7x7x1024); got a {x.shape[1]}x{x.shape[2]} map")

@@ -1,0 +1,32 @@
+"""The README's first command: configs/demo.py through the CLI, offline, with real SFace weights and real faces."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO, subprocess_env
+
+
+def test_demo_runs_end_to_end_and_dtl2_beats_the_majority_rate(tmp_path):
+  # Quick mode: 2 fine-tuning epochs and 200 bootstrap resamples; the same code path. No --workdir: runs/demo.
+  env = subprocess_env(JFACEDIAG_DEMO_QUICK="1", JFACEDIAG_CACHE=str(tmp_path / "cache"))
+  proc = subprocess.run([sys.executable, "-m", "jfacediag.train", "--config", os.path.join(REPO, "configs/demo.py")],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  workdir = tmp_path / "runs" / "demo"
+  assert "--workdir not given: using runs/demo" in proc.stdout
+  with open(workdir / "data" / "aligned" / "align.json", encoding="utf-8") as f:
+    align = json.load(f)
+  assert align["settings"]["style"] == "arcface112" and align["last_run"]["aligned"] + align["last_run"]["no_face"] == 200
+  comparison = json.loads((workdir / "comparison.json").read_text())
+  assert list(comparison) == ["svm", "finetune"] and (workdir / "report.md").exists()
+  for method in ("svm", "finetune"):
+    report = workdir / method / "report"
+    for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "roc.png", "report.md"):
+      assert (report / name).exists(), f"{method}: {name} missing"
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["num_test"] == 80 and m["majority_rate"] == 0.5 and m["run"]["init_checkpoint"] == "builtin:sface"
+    print(f"demo {method}: accuracy {m['accuracy']}")
+  dtl2 = json.loads((workdir / "svm" / "report" / "metrics.json").read_text())["accuracy"]
+  # Above the majority-class rate, and so is the lower end of both 95% intervals.
+  assert min(dtl2["ci95"][0], dtl2["clopper_pearson95"][0]) > 0.5
