@@ -53,6 +53,10 @@ def get_config():
   c.model.input_size = 0  # Input side in pixels; 0 = the backbone's own (from its preprocessing).
   c.model.head_dropout = 0.0  # Dropout on the features before the new head (finetune only).
   c.model.freeze_bn_stats = False  # Finetune with BatchNorm in inference mode (running statistics not updated).
+  # Compute dtype: "float32", or "bfloat16" (mixed precision: float32 parameters, optimiser state, BN statistics and
+  # loss; bf16 matmuls and convolutions). Fast on TPUs, recent GPUs and CPUs with AVX512-BF16 / AMX. A bf16 forward
+  # stays within 3% of the float32 features' scale (cosine >= 0.999; measured: ResNet-18 0.6%, iResNet-18 2.0%).
+  c.dtype = "float32"
 
   # == Initialisation ===============================================================================================
   c.init = ml_collections.ConfigDict()

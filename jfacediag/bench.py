@@ -1,18 +1,29 @@
-r"""Benchmark: images/s of the fine-tune train step and of DTL2 feature extraction, on all local devices.
+r"""Benchmark: jfacediag's train step, DTL2 features and input pipeline, against PyTorch on the same model and device.
 
-  python -m jfacediag.bench --model resnet50 --size 112 --batch 8
-  python -m jfacediag.bench --model resnet_tiny --size 48 --batch 16     # the toy config's model
+  python -m jfacediag.bench --model resnet50 --size 224 --batch 8
+  python -m jfacediag.bench --model iresnet50 --size 112 --batch 64 --json bench.json
+  python -m jfacediag.bench --smoke --json smoke.json          # resnet18 at 32 px, batch 2, 2 steps (CI)
 
-Runs the trainer's own jitted steps (steps.make_train_step / make_feature_step: SGD momentum, BatchNorm updated,
-buffers donated) on random data already on the devices, so the figures exclude the input pipeline. Prints a table
-and one JSON line. Compile time is reported separately; timed steps follow `--warmup` untimed ones.
+jfacediag side: the trainer's own jitted steps (steps.make_train_step / make_feature_step: SGD momentum, weight
+decay, BatchNorm updated, buffers donated) on random data already on the devices, then the tf.data input
+pipeline alone on generated JPEG files (decode, resize, crop, augment). FLOPs per image come from XLA's cost
+analysis of the compiled steps (a multiply-add counts 2), and achieved FLOP/s from the step time.
+
+PyTorch side, in the same process on the same device: the repo's reference module of the same architecture
+(jfacediag/reference/torch_models.py) with a new linear head, SGD momentum with weight decay, cross-entropy,
+eager and `torch.compile` (where it works; --no-torch-compile skips it). Ratios are PyTorch time / jfacediag time:
+above 1 means jfacediag is faster. On CPU both use every core; on GPU the device name and peak memory are reported.
+Prints a table and one JSON line (and writes it to --json).
 """
 import argparse
 import json
+import os
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -22,24 +33,46 @@ from jfacediag.models import classifier
 
 def _time(fn, n):
   t = time.perf_counter()
+  out = None
   for _ in range(n):
     out = fn()
   jax.block_until_ready(out)
   return (time.perf_counter() - t) / n
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _flops(compiled):
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def parse(argv=None):
+  ap = argparse.ArgumentParser(prog="python -m jfacediag.bench", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--model", default="resnet50", help=f"backbone: {', '.join(models.names())}")
   ap.add_argument("--size", type=int, default=112)
   ap.add_argument("--batch", type=int, default=8, help="global batch")
   ap.add_argument("--classes", type=int, default=5)
   ap.add_argument("--steps", type=int, default=10, help="timed steps")
   ap.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
-  args = ap.parse_args()
+  ap.add_argument("--dtype", default="float32", choices=sorted(steps.DTYPES), help="jfacediag compute dtype")
+  ap.add_argument("--input-images", type=int, default=64, help="generated JPEGs for the input pipeline (0 = skip)")
+  ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
+  ap.add_argument("--no-torch-compile", action="store_true", help="PyTorch eager only")
+  ap.add_argument("--smoke", action="store_true", help="resnet18, 32 px, batch 2, 2 steps, no torch.compile")
+  ap.add_argument("--json", default="", help="also write the JSON result to this file")
+  args = ap.parse_args(argv)
+  if args.smoke:
+    args.model, args.size, args.batch, args.steps, args.warmup = "resnet18", 32, 2, 2, 1
+    args.input_images, args.no_torch_compile = 8, True
+  return args
 
+
+# == jfacediag =========================================================================================================
+def bench_jax(args):
   mesh = sharding.make_mesh()
   sharding.check_batch_size(args.batch, mesh, "--batch")
+  dtype = steps.compute_dtype(args.dtype)
   model = classifier.Classifier(models.get(args.model).make(), args.classes)
   variables = jax.device_put(steps.init_variables(model, 0, args.size), sharding.replicated(mesh))
   n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
@@ -49,12 +82,12 @@ def main():
                                  "index": np.arange(args.batch)}, mesh)
 
   # Features first: the train step donates the state's buffers, which share memory with `variables`.
-  extract = steps.make_feature_step(model, mesh)
+  extract = steps.make_feature_step(model, mesh, dtype)
   t = time.perf_counter()
-  jax.block_until_ready(extract(variables, batch["image"], batch["index"]))
+  feat_compiled = extract.lower(variables, batch["image"], batch["index"]).compile()
   feat_compile = time.perf_counter() - t
-  _time(lambda: extract(variables, batch["image"], batch["index"]), args.warmup)
-  feat_s = _time(lambda: extract(variables, batch["image"], batch["index"]), args.steps)
+  _time(lambda: feat_compiled(variables, batch["image"], batch["index"]), args.warmup)
+  feat_s = _time(lambda: feat_compiled(variables, batch["image"], batch["index"]), args.steps)
 
   cfg = base_config.get_config().optim
   lr = optax.constant_schedule(cfg.lr)
@@ -63,7 +96,7 @@ def main():
       step=jnp.zeros((), jnp.int32), params=variables["params"], batch_stats=variables["batch_stats"],
       opt_state=tx.init(variables["params"]), rng=jax.random.key_data(jax.random.PRNGKey(0))),
       sharding.replicated(mesh))
-  train_step = steps.make_train_step(model, tx, mesh, args.classes, 0.0, True, lr)
+  train_step = steps.make_train_step(model, tx, mesh, args.classes, 0.0, True, lr, dtype)
   t = time.perf_counter()
   compiled = train_step.lower(state, {"image": batch["image"], "label": batch["label"]}).compile()
   train_compile = time.perf_counter() - t
@@ -75,17 +108,155 @@ def main():
 
   _time(one_train_step, args.warmup)
   train_s = _time(one_train_step, args.steps)
-
   dev = jax.devices()[0]
-  out = {"model": args.model, "size": args.size, "batch": args.batch, "params": int(n_params),
-         "devices": jax.device_count(), "platform": dev.platform, "device_kind": dev.device_kind,
+  out = {"params": int(n_params), "devices": jax.device_count(), "platform": dev.platform,
+         "device_kind": dev.device_kind, "dtype": args.dtype,
          "train_step_s": train_s, "train_img_per_s": args.batch / train_s, "train_compile_s": train_compile,
-         "features_step_s": feat_s, "features_img_per_s": args.batch / feat_s, "features_compile_s": feat_compile}
-  print(f"{args.model} {args.size}x{args.size}, global batch {args.batch}, {n_params / 1e6:.2f}M params, "
-        f"{jax.device_count()} x {dev.device_kind}")
-  print(f"  train step     {train_s * 1e3:9.1f} ms  {args.batch / train_s:9.1f} img/s  (compile {train_compile:.1f} s)")
-  print(f"  DTL2 features  {feat_s * 1e3:9.1f} ms  {args.batch / feat_s:9.1f} img/s  (compile {feat_compile:.1f} s)")
-  print(json.dumps(out))
+         "features_step_s": feat_s, "features_img_per_s": args.batch / feat_s, "features_compile_s": feat_compile,
+         "forward_gflops_per_img": _flops(feat_compiled) / args.batch / 1e9,
+         "train_gflops_per_img": _flops(compiled) / args.batch / 1e9}
+  out["train_achieved_gflops_per_s"] = out["train_gflops_per_img"] * out["train_img_per_s"]
+  out["features_achieved_gflops_per_s"] = out["forward_gflops_per_img"] * out["features_img_per_s"]
+  stats = dev.memory_stats() if dev.platform != "cpu" else None
+  if stats:
+    out["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
+  return out
+
+
+def bench_input(args):
+  """img/s of pipeline.train_batches (PIL decode in tf.data, resize, crop, augment) on generated 250x250 JPEGs."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jfacediag.data import pipeline  # pylint: disable=g-import-not-at-top
+  spec = models.get(args.model)
+  pp = spec.preprocessing.at_size(args.size)
+  rng = np.random.default_rng(0)
+  with tempfile.TemporaryDirectory() as root:
+    files = []
+    for i in range(args.input_images):
+      files.append(f"{i}.jpg")
+      Image.fromarray(rng.integers(0, 255, (250, 250, 3), dtype=np.uint8)).save(os.path.join(root, files[-1]),
+                                                                                 quality=90)
+    labels = np.arange(len(files)) % args.classes
+    icfg = ml_collections.ConfigDict(base_config.get_config().input.to_dict())
+    n_batches = max(2, 2 * len(files) // args.batch)
+    it = pipeline.train_batches(root, files, labels, pp, icfg, args.batch, 0, 0, n_batches + 1)
+    next(it)  # Start-up (threads, first decode) is not timed.
+    t = time.perf_counter()
+    for _ in range(n_batches):
+      next(it)
+    return {"input_img_per_s": n_batches * args.batch / (time.perf_counter() - t), "input_images": len(files)}
+
+
+# == PyTorch ===========================================================================================================
+def bench_torch(args, compile_model):
+  """The reference module + a new head: train step and features, eager or torch.compile'd."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from jfacediag.convert import archs  # pylint: disable=g-import-not-at-top
+  arch = archs.ARCHS.get(args.model)
+  if arch is None or arch.torch_ref is None or arch.kind != "backbone":
+    raise LookupError(f"no PyTorch reference for {args.model}")
+  device = "cuda" if jax.devices()[0].platform == "gpu" and torch.cuda.is_available() else "cpu"
+  if device == "cpu":
+    torch.set_num_threads(os.cpu_count() or 1)
+  torch.manual_seed(0)
+  backbone = arch.torch_ref(None).to(device)
+  head = torch.nn.Linear(arch.feature_dim, args.classes).to(device)
+  params = list(backbone.parameters()) + list(head.parameters())
+  opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+  x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+  y = torch.randint(0, args.classes, (args.batch,), device=device)
+
+  net = torch.compile(backbone) if compile_model else backbone
+
+  def train_fn(x, y):
+    loss = torch.nn.functional.cross_entropy(head(net(x)[0]), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+  def feat_fn(x):
+    with torch.no_grad():
+      return net(x)[0]
+
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def timed(fn, n):
+    t = time.perf_counter()
+    for _ in range(n):
+      fn()
+    sync()
+    return (time.perf_counter() - t) / n
+
+  out = {}
+  backbone.train()
+  t = time.perf_counter()
+  train_fn(x, y)  # First call: compilation under torch.compile.
+  sync()
+  out["train_first_step_s"] = time.perf_counter() - t
+  timed(lambda: train_fn(x, y), args.warmup)
+  out["train_step_s"] = timed(lambda: train_fn(x, y), args.steps)
+  backbone.eval()
+  t = time.perf_counter()
+  feat_fn(x)
+  sync()
+  out["features_first_step_s"] = time.perf_counter() - t
+  timed(lambda: feat_fn(x), args.warmup)
+  out["features_step_s"] = timed(lambda: feat_fn(x), args.steps)
+  out["train_img_per_s"] = args.batch / out["train_step_s"]
+  out["features_img_per_s"] = args.batch / out["features_step_s"]
+  out["device"] = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+  if device == "cuda":
+    out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+  return out
+
+
+# == main ==============================================================================================================
+def main(argv=None):
+  args = parse(argv)
+  result = {"model": args.model, "size": args.size, "batch": args.batch, "steps": args.steps,
+            "jfacediag": bench_jax(args)}
+  if args.input_images:
+    result["jfacediag"].update(bench_input(args))
+  result["torch"] = {}
+  if not args.no_torch:
+    for mode in ("eager",) + (() if args.no_torch_compile else ("compile",)):
+      try:
+        result["torch"][mode] = bench_torch(args, mode == "compile")
+      except Exception as e:  # pylint: disable=broad-except
+        result["torch"][mode] = {"unavailable": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+  j = result["jfacediag"]
+  for mode, t in result["torch"].items():
+    if "train_step_s" in t:
+      t["train_ratio"] = t["train_step_s"] / j["train_step_s"]
+      t["features_ratio"] = t["features_step_s"] / j["features_step_s"]
+
+  print(f"{args.model} {args.size}x{args.size}, global batch {args.batch}, {j['params'] / 1e6:.2f}M params, "
+        f"{j['devices']} x {j['device_kind']}, {j['dtype']}; {j['forward_gflops_per_img']:.2f} GFLOPs/img forward, "
+        f"{j['train_gflops_per_img']:.2f} train")
+  print(f"  {'':22s} {'train step':>12s} {'img/s':>9s} {'features':>11s} {'img/s':>9s}  notes")
+  print(f"  {'jfacediag (jax.jit)':22s} {j['train_step_s'] * 1e3:9.1f} ms {j['train_img_per_s']:9.1f} "
+        f"{j['features_step_s'] * 1e3:8.1f} ms {j['features_img_per_s']:9.1f}  compile {j['train_compile_s']:.1f} s"
+        f" + {j['features_compile_s']:.1f} s; {j['train_achieved_gflops_per_s']:.1f} GFLOP/s training")
+  for mode, t in result["torch"].items():
+    name = f"PyTorch {mode}"
+    if "unavailable" in t:
+      print(f"  {name:22s} unavailable: {t['unavailable']}")
+      continue
+    print(f"  {name:22s} {t['train_step_s'] * 1e3:9.1f} ms {t['train_img_per_s']:9.1f} "
+          f"{t['features_step_s'] * 1e3:8.1f} ms {t['features_img_per_s']:9.1f}  ratio (PyTorch time / jfacediag "
+          f"time) train {t['train_ratio']:.2f}, features {t['features_ratio']:.2f}; first step "
+          f"{t['train_first_step_s']:.1f} s")
+  if "input_img_per_s" in j:
+    print(f"  input pipeline (tf.data, {j['input_images']} generated 250x250 JPEGs): {j['input_img_per_s']:.1f} img/s")
+  if "peak_memory_gib" in j:
+    print(f"  peak device memory: jfacediag {j['peak_memory_gib']:.2f} GiB")
+  line = json.dumps(result)
+  print(line)
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      f.write(line + "\n")
+  return result
 
 
 if __name__ == "__main__":

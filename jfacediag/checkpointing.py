@@ -10,6 +10,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jfacediag import fileio
+
 
 class Checkpoints:
 
@@ -19,7 +21,7 @@ class Checkpoints:
     if best_metric:
       keep.append(policies.BestN(get_metric_fn=self._score, n=1, keep_checkpoints_without_metrics=False))
     self.mngr = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        fileio.absolute(os.path.join(workdir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(preservation_policy=policies.AnyPreservationPolicy(keep),
                                              enable_async_checkpointing=True))
 

@@ -8,6 +8,7 @@ import os
 
 import jax
 
+from jfacediag import fileio
 from jfacediag.tf_import import tf
 
 HISTORY = "history.jsonl"
@@ -15,10 +16,9 @@ HISTORY = "history.jsonl"
 
 def read_history(workdir):
   path = os.path.join(workdir, HISTORY)
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in fileio.read_text(path).splitlines() if line.strip()]
 
 
 class MetricWriter:
@@ -29,16 +29,15 @@ class MetricWriter:
     if not self.on:
       return
     kept = [h for h in read_history(workdir) if h["step"] <= resume_step]
-    with open(self.path, "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(h) + "\n" for h in kept)
+    with fileio.open(self.path, "w") as f:
+      f.write("".join(json.dumps(h) + "\n" for h in kept))
     self.tb = tf().summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step, **scalars):
     if not self.on:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    fileio.append(self.path, json.dumps({"step": int(step), **scalars}) + "\n")
     with self.tb.as_default(step=int(step)):
       for k, v in scalars.items():
         if k != "epoch":

@@ -11,6 +11,13 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as skm
 
+from jfacediag import fileio
+
+
+def _save(fig, path):
+  with fileio.open(path, "wb") as f:
+    fig.savefig(f, dpi=110, format="png")
+
 
 def _fmt(m, pct=True):
   if m["value"] is None:
@@ -34,7 +41,7 @@ def _confusion_png(path, cm, classes):
   ax.set_xlabel("predicted")
   ax.set_ylabel("true (rows sum to 1)")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   plt.close(fig)
 
 
@@ -57,7 +64,7 @@ def _curves_png(path, history):
     if train or val:
       ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   plt.close(fig)
 
 
@@ -70,20 +77,20 @@ def _roc_png(path, y, scores, classes, positive, auc):
   ax.set_ylabel(f"sensitivity ({classes[positive]})")
   ax.legend(loc="lower right")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   plt.close(fig)
 
 
 def write(report_dir, metrics, files, y, scores, classes, history, skipped, summary):
   """Writes every report file. `skipped` = [(file, class, reason)]; `summary` = run facts for report.md."""
-  os.makedirs(report_dir, exist_ok=True)
+  fileio.makedirs(report_dir)
   metrics = {**metrics, "skipped_files": [{"file": f, "class": c, "reason": r} for f, c, r in skipped],
              "run": summary}
-  with open(os.path.join(report_dir, "metrics.json"), "w", encoding="utf-8") as f:
+  with fileio.open(os.path.join(report_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2)
 
   pred = scores.argmax(1)
-  with open(os.path.join(report_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
+  with fileio.open(os.path.join(report_dir, "predictions.csv"), "w") as f:
     w = csv.writer(f)
     w.writerow(["file", "true", "predicted", "correct"] + [f"score_{c}" for c in classes])
     for i, name in enumerate(files):
@@ -123,7 +130,7 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
          f"- {n} test images: intervals are wide; compare runs by their intervals, not their point estimates.",
          "- A single split. Repeated cross-validation (`data.split=kfold`) gives a better estimate.",
          "- This is a research tool, not a medical device."]
-  with open(os.path.join(report_dir, "report.md"), "w", encoding="utf-8") as f:
+  with fileio.open(os.path.join(report_dir, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
 
 
@@ -132,7 +139,7 @@ def write_comparison(workdir, results, config):
   rows = {m: {"accuracy": r["accuracy"], "roc_auc": r["roc_auc"]["value"], "macro_f1": r["macro"]["f1"],
               "num_test": r["num_test"], "majority_rate": r["majority_rate"],
               "report": os.path.join(m, "report", "report.md")} for m, r in results.items()}
-  with open(os.path.join(workdir, "comparison.json"), "w", encoding="utf-8") as f:
+  with fileio.open(os.path.join(workdir, "comparison.json"), "w") as f:
     json.dump(rows, f, indent=2)
   names = {"svm": "DTL2 (frozen features + linear SVM)", "finetune": "DTL1 (fine-tuning)"}
   md = [f"# jfacediag: {config.model.backbone}, {' vs '.join(results)}", "",
@@ -145,5 +152,5 @@ def write_comparison(workdir, results, config):
     md.append(f"| {names.get(m, m)} | {_fmt(r['accuracy'])} | [{100 * cp[0]:.1f}, {100 * cp[1]:.1f}] | {auc} | "
               f"{_fmt(r['macro_f1'])} | {r['num_test']} | {100 * r['majority_rate']:.1f} | [{m}]({r['report']}) |")
   md += ["", "Intervals that overlap do not separate the methods. This is a research tool, not a medical device."]
-  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
+  with fileio.open(os.path.join(workdir, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")

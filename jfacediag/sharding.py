@@ -7,11 +7,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def maybe_initialize_distributed(mode):
-  """mode "yes" always, "auto" when launch.sh (or the user) set JAX_COORDINATOR_ADDRESS, "no" never."""
+  """mode "yes" always, "auto" when launch.sh (or the user) set JAX_COORDINATOR_ADDRESS, "no" never.
+
+  The coordinator comes from JAX_COORDINATOR_ADDRESS or the cluster (Cloud TPU, SLURM, Open MPI: JAX detects
+  them); the process count and id from JAX_NUM_PROCESSES / JAX_PROCESS_ID when set (launch.sh local and gpu set
+  them; JAX itself does not read them). Processes on CPU exchange data through gloo collectives.
+  """
   if mode not in ("auto", "yes", "no"):
     raise ValueError(f"config.distributed={mode!r}; expected 'auto', 'yes' or 'no'")
+  if jax.distributed.is_initialized():
+    return
   if mode == "yes" or (mode == "auto" and os.environ.get("JAX_COORDINATOR_ADDRESS")):
-    jax.distributed.initialize()  # Reads coordinator, process count and id from the environment / cluster.
+    kw = {}
+    if os.environ.get("JAX_NUM_PROCESSES"):
+      kw = {"num_processes": int(os.environ["JAX_NUM_PROCESSES"]), "process_id": int(os.environ["JAX_PROCESS_ID"])}
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Only the CPU backend reads it.
+    jax.distributed.initialize(**kw)
 
 
 def make_mesh():

@@ -2,6 +2,11 @@
 
 Steps are jitted over the mesh: parameters replicated, batches split on the data axis. BatchNorm reduces over the
 batch axis of a global array, so its statistics are global (sync-BN) without any axis name.
+
+Mixed precision (`dtype="bfloat16"`, config.dtype): parameters, optimiser state and BatchNorm statistics stay
+float32; each step casts them and the images to bfloat16 for the forward and backward pass, and casts the logits
+back to float32 for the loss (gradients arrive in float32 through the cast). Flax's BatchNorm reduces its batch
+statistics in float32 either way.
 """
 import functools
 
@@ -36,16 +41,36 @@ def init_variables(model, seed, input_size):
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def make_train_step(model, tx, mesh, num_classes, label_smoothing, bn_train, lr_schedule):
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name):
+  if name not in DTYPES:
+    raise ValueError(f"dtype={name!r}; expected one of {sorted(DTYPES)}")
+  return DTYPES[name]
+
+
+def _cast(tree, dtype):
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def apply_in(model, dtype, variables, x, **kw):
+  """model.apply with variables and input cast to `dtype`; float outputs (and BN updates) come back float32."""
+  if dtype == jnp.float32:
+    return model.apply(variables, x, **kw)
+  return _cast(model.apply(_cast(variables, dtype), x.astype(dtype), **kw), jnp.float32)
+
+
+def make_train_step(model, tx, mesh, num_classes, label_smoothing, bn_train, lr_schedule, dtype=jnp.float32):
   """Returns train_step(state, batch) -> (state, metrics); the state's buffers are donated."""
 
   def step_fn(state, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
-      logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
-                                    train=True, bn_train=bn_train, rngs={"dropout": rng},
-                                    mutable=["batch_stats"])
+      logits, updates = apply_in(model, dtype, {"params": params, "batch_stats": state.batch_stats},
+                                 batch["image"], train=True, bn_train=bn_train, rngs={"dropout": rng},
+                                 mutable=["batch_stats"])
       targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), label_smoothing)
       loss = optax.softmax_cross_entropy(logits, targets).mean()
       return loss, (logits, updates.get("batch_stats", state.batch_stats))
@@ -62,16 +87,17 @@ def make_train_step(model, tx, mesh, num_classes, label_smoothing, bn_train, lr_
   return jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep))
 
 
-def make_predict_step(model, mesh):
+def make_predict_step(model, mesh, dtype=jnp.float32):
   """Returns predict(variables, images, index) -> (logits, index), replicated so every process reads all rows."""
   rep = sharding.replicated(mesh)
-  return jax.jit(lambda v, x, i: (model.apply(v, x, train=False), i), out_shardings=rep)
+  return jax.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False), i), out_shardings=rep)
 
 
-def make_feature_step(model, mesh):
+def make_feature_step(model, mesh, dtype=jnp.float32):
   """Returns features(variables, images, index) -> (feature layer, index), replicated (DTL2)."""
   rep = sharding.replicated(mesh)
-  return jax.jit(lambda v, x, i: (model.apply(v, x, train=False, method="features"), i), out_shardings=rep)
+  return jax.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False, method="features"), i),
+                 out_shardings=rep)
 
 
 def run_batches(fn, variables, root, files, labels, pp, batch_size, mesh, dim):

@@ -25,8 +25,8 @@ from ml_collections import config_flags
 import numpy as np
 from tqdm import tqdm
 
-from jfacediag import checkpointing, metric_writer, metrics as metrics_lib, optim, report, sharding, steps, svm
-from jfacediag import models
+from jfacediag import checkpointing, fileio, metric_writer, metrics as metrics_lib, optim, report, sharding, steps
+from jfacediag import models, svm
 from jfacediag.data import lfw_subset, pipeline, splits, toy
 from jfacediag.models import builtin, classifier, weights
 
@@ -47,6 +47,9 @@ def data_dir_for(cfg, workdir):
     return os.path.abspath(os.path.expanduser(cfg.dir))
   if cfg.generate not in ("", "toy", "lfw_subset"):
     raise ValueError(f"data.generate={cfg.generate!r}; expected '', 'toy' or 'lfw_subset'")
+  if fileio.is_remote(workdir):
+    raise ValueError(f"data.generate={cfg.generate!r} writes images into the workdir, which must then be local; "
+                     f"got {workdir}. Generate locally and pass --config.data.dir")
   if cfg.generate == "toy":
     root = os.path.join(workdir, "data")
     toy.make_folder(root, num_classes=3, per_class=cfg.train_per_class + cfg.test_per_class)
@@ -124,9 +127,10 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
                        f"{total} (train.epochs, input.batch_size or the split changed). Use a new --workdir.")
     log(f"Resuming from step {start}/{total} (epoch {start / steps_per_epoch:.2f}).")
 
+  dtype = steps.compute_dtype(config.dtype)
   train_step = steps.make_train_step(model, tx, mesh, num_classes, config.optim.label_smoothing,
-                                     not config.model.freeze_bn_stats, lr)
-  predict = steps.make_predict_step(model, mesh)
+                                     not config.model.freeze_bn_stats, lr, dtype)
+  predict = steps.make_predict_step(model, mesh, dtype)
   writer = metric_writer.MetricWriter(workdir, resume_step=start)
   eval_every = max(1, int(round(cfg.eval_every_epochs * steps_per_epoch)))
 
@@ -210,7 +214,7 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
     ckpts.close()
     return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm"
 
-  extract = steps.make_feature_step(model, mesh)
+  extract = steps.make_feature_step(model, mesh, steps.compute_dtype(config.dtype))
   spec = models.get(config.model.backbone)
   t0 = time.perf_counter()
   feats = steps.run_batches(extract, variables, root, tr_files, tr_labels, pp, config.input.eval_batch_size,
@@ -252,8 +256,8 @@ def run(config, workdir):
   """
   # == Setup: processes, mesh, workdir ===============================================================================
   sharding.maybe_initialize_distributed(config.distributed)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  workdir = fileio.absolute(workdir)
+  fileio.makedirs(workdir)
   methods = [m.strip() for m in config.method.split(",")]
   if len(methods) > 1:
     return run_methods(config, workdir, methods)
@@ -261,7 +265,7 @@ def run(config, workdir):
   log(f"jfacediag: {config.method} on {config.model.backbone}; {jax.device_count()} device(s) "
       f"({jax.devices()[0].platform}), {jax.process_count()} process(es); workdir {workdir}")
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    with fileio.open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   if config.method not in ("finetune", "svm"):
     raise ValueError(f"config.method={config.method!r}; expected 'finetune' or 'svm'")
@@ -308,7 +312,7 @@ def run(config, workdir):
 
   # == Test evaluation and report ====================================================================================
   te_files, te_labels = data["test"]
-  predict = steps.make_predict_step(model, mesh)
+  predict = steps.make_predict_step(model, mesh, steps.compute_dtype(config.dtype))
   scores = steps.run_batches(predict, final, root, te_files, te_labels, pp, config.input.eval_batch_size,
                              mesh, len(classes))
   if config.method == "finetune":

@@ -13,6 +13,18 @@ sys.path.insert(0, REPO)  # `configs` is a folder of files, not an installed pac
 import jfacediag  # noqa: E402,F401  (sets the TF logging variables before anything imports TF)
 
 
+def restore_raw(ck, step):
+  """A checkpoint's train state as saved (nested dicts) onto this process's first device, whatever the devices and
+  processes that wrote it (the structure comes from the checkpoint's own metadata)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.join(ck.mngr.directory, str(step), "state")
+  tree = ocp.StandardCheckpointer().metadata(path).item_metadata
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree)
+  return ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+
+
 def small_config(data_dir, method="finetune", epochs=6.0, size=32, **kw):
   """The toy config, shrunk: 32 px on a folder of ~24 images per class."""
   from configs import toy  # pylint: disable=g-import-not-at-top

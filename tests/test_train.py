@@ -8,11 +8,10 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import badfiles
-from conftest import REPO, small_config, subprocess_env
+from conftest import REPO, restore_raw as _restore_raw, small_config, subprocess_env
 from jfacediag import checkpointing, metric_writer, models, train
 from jfacediag.data import toy
 from jfacediag.models import weights
@@ -29,11 +28,6 @@ def final_params(workdir):
   state = _restore_raw(ck, step)
   ck.close()
   return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
-
-
-def _restore_raw(ck, step):
-  """A checkpoint's train state as saved (nested dicts), without a target structure."""
-  return ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
 
 
 def test_end_to_end_writes_every_report_file(toy_dir, tmp_path):

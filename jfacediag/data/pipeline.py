@@ -117,6 +117,8 @@ def train_sample_order(num_files, global_batch, seed, start_step, num_steps):
 def train_batches(root, files, labels, pp, cfg, global_batch, seed, start_step, num_steps):
   """Yields this process's part of each training batch: {"image": [b,S,S,3] float32, "label": [b] int32}."""
   b, mine = _process_slice(global_batch)
+  if num_steps <= 0:  # A finished run, resumed to re-evaluate.
+    return iter(())
   file_idx, sample_idx = train_sample_order(len(files), global_batch, seed, start_step, num_steps)
   file_idx, sample_idx = file_idx[:, mine].reshape(-1), sample_idx[:, mine].reshape(-1)
   tf_ = tf()

@@ -6,6 +6,7 @@ with the reason (unreadable, or not an image file). Nothing is dropped silently.
 """
 import csv
 import dataclasses
+import io
 import json
 import os
 
@@ -13,6 +14,7 @@ import numpy as np
 from sklearn import model_selection
 from tqdm import tqdm
 
+from jfacediag import fileio
 from jfacediag.data import images
 
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -164,27 +166,26 @@ def assign(rows, classes, layout, cfg):
 
 def write(workdir, rows, settings, classes):
   """Writes WORKDIR/manifest.csv (file, class, split, reason) and WORKDIR/split.json (settings, class order)."""
-  os.makedirs(workdir, exist_ok=True)
+  fileio.makedirs(workdir)
   tmp = os.path.join(workdir, MANIFEST + ".tmp")
-  with open(tmp, "w", newline="", encoding="utf-8") as f:
+  with fileio.open(tmp, "w") as f:
     w = csv.writer(f)
     w.writerow(["file", "class", "split", "reason"])
     for r in rows:
       w.writerow([r.file, r.class_name, r.split, r.reason])
-  os.replace(tmp, os.path.join(workdir, MANIFEST))
-  with open(os.path.join(workdir, SPLIT_SETTINGS), "w", encoding="utf-8") as f:
+  fileio.replace(tmp, os.path.join(workdir, MANIFEST))
+  with fileio.open(os.path.join(workdir, SPLIT_SETTINGS), "w") as f:
     json.dump({"settings": settings, "classes": list(classes)}, f, indent=2)
 
 
 def read(workdir):
   """Returns (rows, settings, classes) from WORKDIR, or (None, None, None) when there is no manifest yet."""
   path = os.path.join(workdir, MANIFEST)
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return None, None, None
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = [Row(d["file"], d["class"], d["split"], d["reason"]) for d in csv.DictReader(f)]
-  with open(os.path.join(workdir, SPLIT_SETTINGS), encoding="utf-8") as f:
-    stored = json.load(f)
+  rows = [Row(d["file"], d["class"], d["split"], d["reason"])
+          for d in csv.DictReader(io.StringIO(fileio.read_text(path), newline=""))]
+  stored = json.loads(fileio.read_text(os.path.join(workdir, SPLIT_SETTINGS)))
   return rows, stored["settings"], stored["classes"]
 
 

@@ -28,7 +28,7 @@ class IBasicBlock(nn.Module):
     out = nn.Conv(self.planes, (3, 3), self.stride, layers.pad(1), use_bias=False, name="conv2")(out)
     out = self.bn(name="bn3")(out)
     if self.downsample:
-      x = nn.Conv(self.planes, (1, 1), self.stride, layers.pad(0), use_bias=False, name="downsample_conv")(x)
+      x = layers.PointwiseConv(self.planes, self.stride, name="downsample_conv")(x)
       x = self.bn(name="downsample_bn")(x)
     return out + x
 
@@ -42,7 +42,7 @@ class IResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
                            use_fast_variance=False)
-    x = nn.Conv(64, (3, 3), 1, layers.pad(1), use_bias=False, name="conv1")(x)
+    x = layers.ImageConv(64, 3, 1, 1, use_bias=False, name="conv1")(x)
     x = layers.PReLU(name="prelu")(bn(name="bn1")(x))
     in_ch = 64
     for i, n in enumerate(self.stage_sizes):

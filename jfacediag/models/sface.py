@@ -2,8 +2,8 @@
 
 Matches `face_recognition_sface_2021dec_int8bq.onnx` node for node (an MXNet export): conv_1 3x3 (32), then
 conv_2 .. conv_14, each a depthwise 3x3 (`_dw`) and a pointwise 1x1 conv, every conv followed by BatchNorm
-(eps 1e-3) and per-channel PReLU (depthwise and 1x1 convs: layers.DepthwiseConv and
-PointwiseConv, which train fast on CPU); then bn1 (eps 2e-5), flatten (NCHW in the graph: the converter permutes the
+(eps 1e-3) and per-channel PReLU (the convs are layers.ImageConv, DepthwiseConv and PointwiseConv, which train
+fast on CPU); then bn1 (eps 2e-5), flatten (NCHW in the graph: the converter permutes the
 kernel rows), pre_fc1 (50176 -> 128) and fc1 (BatchNorm, eps 2e-5), the embedding. The graph's own input scaling
 ((x - 127.5) * 0.0078125) is the preprocessing, applied by the pipeline. Convs have no bias.
 """
@@ -31,7 +31,7 @@ class SFace(nn.Module):
       elif k == 1:
         x = layers.PointwiseConv(ch, name=f"{name}_conv2d")(x)
       else:
-        x = nn.Conv(ch, (k, k), stride, layers.pad(k // 2), use_bias=False, name=f"{name}_conv2d")(x)
+        x = layers.ImageConv(ch, k, stride, k // 2, use_bias=False, name=f"{name}_conv2d")(x)
       x = bn(epsilon=1e-3, name=f"{name}_batchnorm")(x)
       return layers.PReLU(name=f"{name}_relu")(x)
 

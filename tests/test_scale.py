@@ -1,0 +1,211 @@
+"""Scaling out: 2 processes x 2 devices equal 1 process x 4 devices; launch.sh commands; bf16; the benchmark."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import REPO, restore_raw, subprocess_env
+from jfacediag import base_config, checkpointing, models, optim, sharding, steps
+from jfacediag.models import classifier
+
+LAUNCH = os.path.join(REPO, "launch.sh")
+
+
+def _train_flags(data, workdir):
+  return ["--config", f"{REPO}/configs/toy.py", "--workdir", str(workdir), "--config.data.generate=",
+          f"--config.data.dir={data}", "--config.data.train_per_class=24", "--config.data.test_per_class=12",
+          "--config.data.val_fraction=0.0", "--config.model.input_size=32", "--config.input.batch_size=16",
+          "--config.input.eval_batch_size=16", "--config.train.epochs=2", "--config.eval.bootstrap=0",
+          "--config.train.checkpoint_every_steps=1000"]
+
+
+def _history(workdir):
+  with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  return [r["train_loss"] for r in rows if "train_loss" in r]
+
+
+def test_two_processes_match_one_process_with_four_devices(toy_dir, tmp_path):
+  runs = {}
+  for procs in (1, 2):
+    workdir = tmp_path / f"p{procs}"
+    r = subprocess.run(["bash", LAUNCH, "local", "--processes", str(procs), "--devices-per-process", str(4 // procs),
+                        "--port", str(12400 + os.getpid() % 500), "--", *_train_flags(toy_dir, workdir)],
+                       cwd=REPO, env=subprocess_env(PYTHON=sys.executable), capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert f"4 device(s) (cpu), {procs} process(es)" in r.stdout
+    runs[procs] = workdir
+  one, two = _history(runs[1]), _history(runs[2])
+  print("losses, 1 process:", np.round(one, 5), "\n          2 processes:", np.round(two, 5))
+  assert len(one) == len(two) == 9
+  np.testing.assert_allclose(two, one, atol=1e-5, rtol=0)
+  # The 2-process checkpoint restores in this (1-process, 1-device) test process and equals the 1-process one.
+  states = {}
+  for procs, workdir in runs.items():
+    ck = checkpointing.Checkpoints(str(workdir))
+    assert ck.latest_step() == 9
+    states[procs] = restore_raw(ck, 9)
+    ck.close()
+  flat1 = {k: np.asarray(v) for k, v in _flatten(states[1]["params"]).items()}
+  flat2 = {k: np.asarray(v) for k, v in _flatten(states[2]["params"]).items()}
+  assert flat1.keys() == flat2.keys()
+  worst = max(float(np.abs(flat1[k] - flat2[k]).max()) for k in flat1)
+  print("final params, max |diff| between 1 and 2 processes:", worst)
+  assert worst <= 1e-5
+  # Only process 0 wrote the report, and it is complete. Rerun on the 2-process workdir as 1 process with 1 device:
+  # the trainer restores the finished checkpoint and re-evaluates it to the same test scores.
+  before = (runs[2] / "report" / "predictions.csv").read_text()
+  assert len(before.splitlines()) == 37
+  r = subprocess.run(["bash", LAUNCH, "local", "--", *_train_flags(toy_dir, runs[2])], cwd=REPO,
+                     env=subprocess_env(PYTHON=sys.executable), capture_output=True, text=True, timeout=600,
+                     check=False)
+  assert r.returncode == 0 and "1 device(s) (cpu), 1 process(es)" in r.stdout, r.stderr[-3000:]
+  assert "Resuming from step 9/9" in r.stdout
+  after = (runs[2] / "report" / "predictions.csv").read_text()
+  scores = lambda text: np.array([[float(v) for v in l.split(",")[4:]] for l in text.splitlines()[1:]])  # noqa: E731
+  np.testing.assert_allclose(scores(after), scores(before), atol=1e-5)
+
+
+def _flatten(tree, prefix=""):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}/"))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _dry(*args, env=None):
+  e = {k: v for k, v in os.environ.items() if not k.startswith(("TPU_", "SLURM_"))}
+  e.update(env or {})
+  return subprocess.run(["bash", LAUNCH, "--dry-run", *args], cwd=REPO, env=e, capture_output=True, text=True,
+                        timeout=60, check=False)
+
+
+TPU = ["--name", "jfd", "--project", "my-proj", "--zone", "us-central2-b"]
+
+
+def test_launch_dry_run_prints_the_commands(tmp_path):
+  train = ["--config", "configs/demo.py", "--workdir", "gs://bucket/runs/demo"]
+  r = _dry("tpu", "create", *TPU, "--accelerator-type", "v4-8", "--version", "tpu-ubuntu2204-base")
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip() == ("+ gcloud compute tpus tpu-vm create jfd --project=my-proj --zone=us-central2-b "
+                              "--accelerator-type=v4-8 --version=tpu-ubuntu2204-base")
+  r = _dry("tpu", "setup", *TPU)
+  lines = r.stdout.strip().splitlines()
+  assert r.returncode == 0 and len(lines) == 3
+  assert lines[0].startswith("+ git archive") and "scp" in lines[1] and "--worker=all" in lines[1]
+  assert "pip install -q -e . 'jax[tpu]" in lines[2].replace("\\", "")
+  r = _dry("tpu", "run", *TPU, "--", *train)
+  assert r.returncode == 0, r.stderr
+  cmd = r.stdout.replace("\\", "")
+  assert "--worker=all" in cmd and "python -m jfacediag.train --config configs/demo.py --workdir gs://bucket/runs/demo" \
+      " --config.distributed=yes" in cmd
+  for action in ("logs", "delete"):
+    r = _dry("tpu", action, *TPU)
+    assert r.returncode == 0 and r.stdout.startswith(f"+ gcloud compute tpus tpu-vm {'ssh' if action == 'logs' else action}")
+  hosts = tmp_path / "hosts"
+  hosts.write_text("gpu-a\n# a comment\ngpu-b\n")
+  r = _dry("gpu", "--hosts", str(hosts), "--repo", "/srv/jfacediag", "--", *train)
+  lines = r.stdout.strip().splitlines()
+  assert r.returncode == 0 and len(lines) == 2, r.stdout + r.stderr
+  for i, (line, host) in enumerate(zip(lines, ("gpu-a", "gpu-b"))):
+    line = line.replace("\\", "")
+    assert line.startswith(f"+ ssh {host} ") and "JAX_COORDINATOR_ADDRESS=gpu-a:12355 JAX_NUM_PROCESSES=2" in line
+    assert f"JAX_PROCESS_ID={i}" in line and "cd /srv/jfacediag" in line
+  r = _dry("gpu", "--", *train, env={"SLURM_JOB_ID": "7", "SLURM_NNODES": "4"})
+  assert r.returncode == 0 and r.stdout.startswith("+ srun --ntasks=4 --ntasks-per-node=1")
+  r = _dry("local", "--processes", "2", "--devices-per-process", "2", "--", *train)
+  lines = r.stdout.strip().splitlines()
+  assert r.returncode == 0 and len(lines) == 2
+  assert all("XLA_FLAGS=--xla_force_host_platform_device_count=2" in l and "JAX_NUM_PROCESSES=2" in l for l in lines)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tpu", "create", "--name", "x", "--project", "p"], "the zone is not set: pass --zone or set TPU_ZONE"),
+    (["tpu", "create", *TPU], "the accelerator type"),
+    (["tpu", "run", *TPU], "no training flags"),
+    (["tpu", "resize", *TPU], "unknown action resize"),
+    (["gpu", "--", "--config", "c.py"], "--hosts FILE"),
+    (["local", "--processes", "0", "--", "--config", "c.py"], "positive integer"),
+    (["cloud"], "unknown target cloud"),
+])
+def test_launch_missing_settings_are_clear_errors(args, message):
+  r = _dry(*args)
+  assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_bf16_forward_and_train_step_stay_close_to_float32():
+  rng = np.random.default_rng(0)
+  model = classifier.Classifier(models.get("resnet_tiny").make(), 3)
+  v = steps.init_variables(model, 0, 32)
+  x = jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32)
+  f32 = steps.apply_in(model, jnp.float32, v, x, train=False, method="features")
+  b16 = steps.apply_in(model, jnp.bfloat16, v, x, train=False, method="features")
+  rel = float(jnp.abs(f32 - b16).max() / jnp.abs(f32).max())
+  cos = float(jnp.min(jnp.sum(f32 * b16, -1) / jnp.linalg.norm(f32, axis=-1) / jnp.linalg.norm(b16, axis=-1)))
+  print(f"resnet_tiny bf16 vs float32 features: max |diff| {rel:.2e} of the output scale, min cosine {cos:.6f}")
+  assert b16.dtype == jnp.float32 and rel <= 3e-2 and cos >= 0.999  # The tolerance base_config documents.
+  # One train step each way from the same state: float32 parameters, statistics and loss, close losses.
+  mesh = sharding.make_mesh()
+  cfg = base_config.get_config().optim
+  lr = optax.constant_schedule(cfg.lr)
+  tx = optim.make(cfg, v["params"], lr)
+  batch = sharding.global_batch({"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+                                 "label": rng.integers(0, 3, 8).astype(np.int32)}, mesh)
+  out = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"], batch_stats=v["batch_stats"],
+                             opt_state=tx.init(v["params"]), rng=jax.random.key_data(jax.random.PRNGKey(0)))
+    state = jax.tree.map(jnp.copy, state)  # The step donates its input.
+    out[dtype] = steps.make_train_step(model, tx, mesh, 3, 0.0, True, lr, dtype)(state, batch)
+  (_, m32), (s16, m16) = out[jnp.float32], out[jnp.bfloat16]
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves((s16.params, s16.batch_stats, m16["loss"])))
+  assert abs(float(m16["loss"]) - float(m32["loss"])) <= 2e-2 * float(m32["loss"])
+
+
+def test_bench_smoke_writes_valid_json(tmp_path):
+  from jfacediag import bench  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "bench.json"
+  bench.main(["--smoke", "--json", str(path)])
+  result = json.loads(path.read_text())
+  j = result["jfacediag"]
+  assert result["model"] == "resnet18" and j["train_img_per_s"] > 0 and j["features_img_per_s"] > 0
+  assert j["input_img_per_s"] > 0 and 0.02 < j["forward_gflops_per_img"] < 0.1  # ResNet-18 at 32 px: 0.044.
+  eager = result["torch"]["eager"]
+  assert eager["train_ratio"] > 0 and eager["features_ratio"] > 0 and "compile" not in result["torch"]
+
+
+def test_workdir_files_go_through_tf_gfile_for_remote_paths():
+  """gs:// workdirs use the same tf.io.gfile path as TF's in-memory ram:// filesystem exercised here."""
+  from jfacediag import fileio, metric_writer, metrics, report  # pylint: disable=g-import-not-at-top
+  from jfacediag.data import splits  # pylint: disable=g-import-not-at-top
+  from jfacediag.tf_import import tf  # pylint: disable=g-import-not-at-top
+  workdir = f"ram://jfacediag-test-{os.getpid()}/run"
+  rows = [splits.Row("a/1.png", "a", "train", ""), splits.Row("b/2.png", "b", "test", "")]
+  splits.write(workdir, rows, {"split": "per_class"}, ["a", "b"])
+  got_rows, settings, classes = splits.read(workdir)
+  assert got_rows == rows and settings == {"split": "per_class"} and classes == ["a", "b"]
+  writer = metric_writer.MetricWriter(workdir)
+  writer.write(1, epoch=0.5, train_loss=0.5, train_accuracy=0.5)
+  writer.write(2, epoch=1.0, train_loss=0.25, train_accuracy=1.0)
+  writer.close()
+  assert [h["train_loss"] for h in metric_writer.read_history(workdir)] == [0.5, 0.25]
+  y, scores = np.array([0, 1, 1, 0]), np.array([[2.0, 1.0], [0.0, 1.0], [1.0, 3.0], [1.0, 0.0]])
+  m = metrics.compute(y, scores, ["a", "b"], "softmax", bootstrap=20)
+  report.write(workdir + "/report", m, [f"{i}.png" for i in range(4)], y, scores, ["a", "b"],
+               metric_writer.read_history(workdir), [], {"method": "finetune", "backbone": "x", "workdir": workdir,
+                                                         "checkpoint_step": 2, "checkpoint": "last",
+                                                         "init_checkpoint": "", "split_counts": {}})
+  names = set(tf().io.gfile.listdir(workdir + "/report"))
+  assert {"metrics.json", "predictions.csv", "confusion_matrix.png", "roc.png", "report.md"} <= names
+  assert json.loads(fileio.read_text(workdir + "/report/metrics.json"))["accuracy"]["value"] == 1.0
+  assert not os.path.exists("ram:") and fileio.absolute(workdir) == workdir
