@@ -50,6 +50,14 @@ class Checkpoints:
                                                            meta=ocp.args.JsonRestore()))
     return out.state, out.meta
 
+  def restore_tree(self, step, sharding=None):
+    """The saved train state as nested dicts, placed with `sharding` (default: this process's first device),
+    whatever devices and processes wrote it; the structure comes from the checkpoint's own metadata."""
+    tree = ocp.StandardCheckpointer().metadata(os.path.join(str(self.mngr.directory), str(step), "state"))
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree.item_metadata)
+    return self.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+
   def meta(self, step):
     """The JSON meta entry of a step, without restoring the state."""
     return self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta

@@ -14,15 +14,8 @@ import jfacediag  # noqa: E402,F401  (sets the TF logging variables before anyth
 
 
 def restore_raw(ck, step):
-  """A checkpoint's train state as saved (nested dicts) onto this process's first device, whatever the devices and
-  processes that wrote it (the structure comes from the checkpoint's own metadata)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.join(ck.mngr.directory, str(step), "state")
-  tree = ocp.StandardCheckpointer().metadata(path).item_metadata
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree)
-  return ck.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+  """A checkpoint's train state as saved (nested dicts) on this process's first device."""
+  return ck.restore_tree(step)
 
 
 def small_config(data_dir, method="finetune", epochs=6.0, size=32, **kw):

@@ -1,0 +1,351 @@
+r"""Diagnosis for new photos with a trained run: class probabilities, flags, and why (heat maps, facial regions).
+
+  python -m jfacediag.predict --run runs/demo/finetune --images a.jpg b.png photos/ --out preds/
+  python -m jfacediag.predict --run runs/demo/svm --images photos/ --explain
+  python -m jfacediag.predict --run runs/demo/finetune --explain-split test --out preds-test/
+
+Each photo is aligned the way the run's training data were (align.json of its data folder; --align overrides,
+--align none takes pre-aligned crops as they are), then goes through the run's own preprocessing and checkpoint
+(best by validation when the run kept one, else the last). OUT receives:
+- predictions.csv / predictions.json: every class probability, the top class, and flags: `no_face` (the detector
+  found no face: a centre crop was used), `low_confidence` (top probability below --min-prob) and `error`
+  (unreadable file). Probabilities are the softmax of the fine-tuned logits (DTL1) or of the SVM margins (DTL2); the
+  `calibration` column says so: neither is calibrated until the run has a calibration step.
+- aligned/: the crops that were classified.
+- with --explain: explain/<photo>_<class>_gradcam.png and _occlusion.png (overlays on the aligned face), and
+  regions.csv: per photo and class, each facial region's share of the Grad-CAM mass and the drop of the class
+  probability when the region is masked (regions need landmarks: aligned faces only).
+- with --explain-split test: the same for the run's own test split, and regions_by_class.csv / .png, the
+  region table averaged per true class.
+jfacediag is a research tool, not a medical device.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from jfacediag import checkpointing, explain, models, sharding, steps
+from jfacediag.align import styles
+from jfacediag.data import images, pipeline, splits
+from jfacediag.models import classifier
+from jfacediag.models.preprocessing import Preprocessing
+
+NOT_A_DEVICE = "jfacediag is a research tool, not a medical device: these outputs are not a diagnosis."
+
+
+def parse(argv):
+  ap = argparse.ArgumentParser(prog="python -m jfacediag.predict", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--run", required=True, help="a finished run's workdir (for a multi-method run: RUN/svm or "
+                                                "RUN/finetune)")
+  ap.add_argument("--images", nargs="*", default=(), help="image files and folders")
+  ap.add_argument("--out", default="", help="output folder (default: RUN/predict)")
+  ap.add_argument("--checkpoint", default="best", choices=("best", "last"))
+  ap.add_argument("--align", default="auto", help="auto (as the run's data), none (pre-aligned crops) or a style: "
+                                                  f"{', '.join(styles.STYLES)}")
+  ap.add_argument("--min-prob", type=float, default=0.6, help="flag predictions whose top probability is lower")
+  ap.add_argument("--explain", action="store_true", help="Grad-CAM and occlusion overlays, and the region table")
+  ap.add_argument("--explain-classes", default="predicted", help="predicted, all, or comma-separated class names")
+  ap.add_argument("--explain-split", default="", choices=("", "train", "val", "test"),
+                  help="explain the run's own split too, with per-class region averages")
+  ap.add_argument("--occlusion-patch", type=int, default=0, help="occlusion square side (default: input / 7)")
+  ap.add_argument("--occlusion-stride", type=int, default=0, help="its step (default: the side; half = smoother, "
+                                                                   "4x the forward passes)")
+  ap.add_argument("--batch", type=int, default=32)
+  return ap.parse_args(argv)
+
+
+# == The run ===========================================================================================================
+def load_run(run_dir, which="best"):
+  """Everything needed to predict like the run's evaluation: model, variables, classes, preprocessing, style."""
+  run_dir = os.path.abspath(run_dir)
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    subs = [d for d in ("svm", "finetune") if os.path.exists(os.path.join(run_dir, d, "config.json"))]
+    hint = f": it holds {', '.join(os.path.join(run_dir, d) for d in subs)}; pass one" if subs else ""
+    raise FileNotFoundError(f"{run_dir} is not a run's workdir (no config.json){hint}")
+  with open(path, encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  metrics_path = os.path.join(run_dir, "report", "metrics.json")
+  if not os.path.exists(metrics_path):
+    raise FileNotFoundError(f"{run_dir} has no report/metrics.json: the run has not finished")
+  with open(metrics_path, encoding="utf-8") as f:
+    facts = json.load(f)["run"]
+  _, _, classes = splits.read(run_dir)
+  spec = models.get(config.model.backbone)
+  pp = Preprocessing.from_dict(facts["preprocessing"])
+  metric = config.train.best_metric
+  ckpts = checkpointing.Checkpoints(run_dir, metric, "min" if metric.endswith("loss") else "max")
+  step = (ckpts.best_step() if which == "best" and config.method == "finetune" else None) or ckpts.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{run_dir} holds no checkpoint")
+  state = ckpts.restore_tree(step)
+  ckpts.close()
+  model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
+  style, crop = "", 0
+  align_json = os.path.join(facts["data_dir"], "align.json")
+  if os.path.exists(align_json):
+    with open(align_json, encoding="utf-8") as f:
+      settings = json.load(f)["settings"]
+    style = settings["style"]
+    crop = settings.get("size") or {"arcface112": 112, "facenet160": 160}.get(style, 224)
+  calibration = ("none: softmax of the fine-tuned logits" if config.method == "finetune" else
+                 "none: softmax of the SVM margins, a ranking rather than a probability")
+  return {"dir": run_dir, "config": config, "classes": classes, "spec": spec, "pp": pp, "step": int(step),
+          "model": model, "variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
+          "style": style, "crop_size": crop, "data_dir": facts["data_dir"], "method": config.method, "calibration": calibration}
+
+
+# == Inputs ============================================================================================================
+def _inputs(paths):
+  out = []
+  for p in paths:
+    if os.path.isdir(p):
+      for dirpath, dirnames, filenames in os.walk(p):
+        dirnames.sort()
+        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+    else:
+      out.append(p)
+  return out
+
+
+def _to_input_coords(points, h, w, pp):
+  """Pixel coordinates in an image of h x w -> coordinates in the network input (resize shorter, centre crop)."""
+  scale = pp.resize_size / min(h, w)
+  nh, nw = round(h * scale), round(w * scale)
+  return (np.asarray(points) * scale - [(nw - pp.input_size) / 2, (nh - pp.input_size) / 2]).tolist()
+
+
+def prepare(sources, style, out_dir, pp):
+  """Aligns each source (or takes it as it is); returns one row per source with the file to classify."""
+  detector = None
+  if style:
+    from jfacediag.align import detectors  # pylint: disable=g-import-not-at-top
+    detector = detectors.make("yunet")
+  os.makedirs(os.path.join(out_dir, "aligned"), exist_ok=True)
+  rows = []
+  for i, src in enumerate(tqdm(sources, unit="img", desc="prepare", dynamic_ncols=True)):
+    row = {"source": src, "input": "", "no_face": 0, "error": "", "landmarks": None}
+    try:
+      img = images.load_rgb(src)
+    except images.UnreadableImage as e:
+      rows.append({**row, "error": str(e)})
+      continue
+    if not style:
+      row["input"] = os.path.abspath(src)
+    else:
+      faces = detector.detect(img)
+      if faces:
+        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        crop, m = styles.align(img, face, style)
+        row["landmarks"] = (face.landmarks @ m[:, :2].T + m[:, 2]).tolist()
+      else:
+        crop, row["no_face"] = styles.centre_crop(img, style, 0), 1
+      name = os.path.join(out_dir, "aligned", f"{i:05d}_{os.path.splitext(os.path.basename(src))[0]}.png")
+      Image.fromarray(crop).save(name)
+      row["input"] = name
+      if row["landmarks"] is not None:
+        row["landmarks"] = _to_input_coords(row["landmarks"], crop.shape[0], crop.shape[1], pp)
+    rows.append(row)
+  return rows
+
+
+def _batches(files, pp, batch):
+  """(normalised images [b,S,S,3], indices into files) of the eval pipeline's batches, padding dropped."""
+  _, it = pipeline.eval_batches("", files, np.zeros(len(files), np.int32), pp, batch)
+  for local in it:
+    keep = local["index"] >= 0
+    yield local["image"][keep], local["index"][keep]
+
+
+# == Main ==============================================================================================================
+def predict_rows(run, rows, batch, min_prob):
+  """Fills each readable row with probabilities, top class and flags; returns the scores [n, k] of those rows."""
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(batch, mesh, "--batch")
+  files = [r["input"] for r in rows if not r["error"]]
+  if not files:
+    return np.zeros((0, len(run["classes"])), np.float32)
+  variables = jax.device_put(run["variables"], sharding.replicated(mesh))
+  scores = steps.run_batches(steps.make_predict_step(run["model"], mesh), variables, "", files,
+                             np.zeros(len(files), np.int32), run["pp"], batch, mesh, len(run["classes"]))
+  probs = explain.probabilities(scores)
+  readable = [r for r in rows if not r["error"]]
+  for r, p in zip(readable, probs):
+    top = int(p.argmax())
+    r.update({"probabilities": dict(zip(run["classes"], map(float, p))), "top_class": run["classes"][top],
+              "top_prob": float(p[top]), "low_confidence": int(p[top] < min_prob), "top_index": top})
+  return scores
+
+
+def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
+  """Grad-CAM + occlusion overlays and region rows for every readable row; returns the region table rows."""
+  pp, classes, spec, model = run["pp"], run["classes"], run["spec"], run["model"]
+  if not spec.cam_layer:
+    raise ValueError(f"backbone {spec.name} names no Grad-CAM layer (models.Backbone.cam_layer)")
+  readable = [r for r in rows if not r["error"]]
+  s = pp.input_size
+  gradcam = explain.make_gradcam(model, run["variables"], spec.cam_layer, (1, s, s, 3))
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  predict = lambda xs: np.asarray(apply(run["variables"], xs))  # noqa: E731
+  patch = patch or max(2, s // 7)
+  mean, std = np.array(pp.mean, np.float32), np.array(pp.std, np.float32)
+  os.makedirs(os.path.join(out_dir, "explain"), exist_ok=True)
+  table = []
+  for x_batch, idx in tqdm(list(_batches([r["input"] for r in readable], pp, 16)), desc="explain", unit="batch",
+                           dynamic_ncols=True):
+    for x, i in zip(x_batch, idx):
+      row = readable[int(i)]
+      wanted = (range(len(classes)) if which == "all" else [row["top_index"]] if which == "predicted"
+                else [classes.index(c) for c in which.split(",")])
+      face = np.clip(x * std + mean, 0, 255).astype(np.uint8)
+      face = face[..., ::-1] if pp.channel_order == "BGR" else face
+      masks = explain.region_masks(row["landmarks"], s, s) if row["landmarks"] is not None else None
+      stem = os.path.splitext(os.path.basename(row["source"]))[0]
+      for c in wanted:
+        cam, _ = gradcam(x[None], np.array([c], np.int32))
+        cam = np.asarray(cam[0])
+        occ, base = explain.occlusion(predict, x, c, patch, stride or patch)
+        title = f"{stem}: {classes[c]} (p={base:.2f})"
+        explain.overlay_png(os.path.join(out_dir, "explain", f"{int(i):05d}_{stem}_{classes[c]}_gradcam.png"),
+                            face, cam, "Grad-CAM " + title, masks)
+        explain.overlay_png(os.path.join(out_dir, "explain", f"{int(i):05d}_{stem}_{classes[c]}_occlusion.png"),
+                            face, np.clip(occ, 0, None), "occlusion " + title, masks)
+        row.setdefault("maps", {})[classes[c]] = {"gradcam": cam, "occlusion": occ}
+        if masks is None:
+          continue
+        for region, (share, drop) in explain.region_table(cam, predict, x, c, masks).items():
+          table.append({"source": row["source"], "true_class": true_labels[int(i)] if true_labels else "",
+                        "class": classes[c], "region": region, "cam_share": share, "prob_drop": drop})
+  return table
+
+
+def write(out_dir, run, rows, table):
+  classes = run["classes"]
+  cols = ["source", "input", "top_class", "top_prob", *[f"prob_{c}" for c in classes], "calibration", "no_face",
+          "low_confidence", "error"]
+  with open(os.path.join(out_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
+    w = csv.DictWriter(f, cols)
+    w.writeheader()
+    for r in rows:
+      probs = {f"prob_{c}": f"{v:.6f}" for c, v in r.get("probabilities", {}).items()}
+      w.writerow({"source": r["source"], "input": r["input"], "top_class": r.get("top_class", ""),
+                  "top_prob": f"{r['top_prob']:.6f}" if "top_prob" in r else "", **probs,
+                  "calibration": run["calibration"], "no_face": r["no_face"],
+                  "low_confidence": r.get("low_confidence", ""), "error": r["error"]})
+  keep = ("source", "input", "top_class", "top_prob", "probabilities", "no_face", "low_confidence", "error")
+  with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as f:
+    json.dump({"run": run["dir"], "method": run["method"], "checkpoint_step": run["step"], "classes": classes,
+               "calibration": run["calibration"], "note": NOT_A_DEVICE,
+               "predictions": [{k: r[k] for k in keep if k in r} for r in rows]}, f, indent=2)
+  if table:
+    with open(os.path.join(out_dir, "regions.csv"), "w", newline="", encoding="utf-8") as f:
+      w = csv.DictWriter(f, list(table[0]))
+      w.writeheader()
+      w.writerows(table)
+
+
+def write_by_class(out_dir, table):
+  """regions_by_class.csv + .png: mean region share and probability drop per true class (predicted class's maps)."""
+  groups = {}
+  for t in table:
+    groups.setdefault((t["true_class"], t["region"]), []).append(t)
+  agg = [{"true_class": c, "region": r, "images": len(v), "mean_cam_share": float(np.mean([t["cam_share"] for t in v])),
+          "mean_prob_drop": float(np.mean([t["prob_drop"] for t in v]))} for (c, r), v in sorted(groups.items())]
+  with open(os.path.join(out_dir, "regions_by_class.csv"), "w", newline="", encoding="utf-8") as f:
+    w = csv.DictWriter(f, list(agg[0]))
+    w.writeheader()
+    w.writerows(agg)
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  classes = sorted({a["true_class"] for a in agg})
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+  width = 0.8 / max(len(classes), 1)
+  for k, c in enumerate(classes):
+    vals = {a["region"]: a for a in agg if a["true_class"] == c}
+    xs = np.arange(len(explain.REGIONS)) + k * width
+    axes[0].bar(xs, [vals[r]["mean_cam_share"] if r in vals else 0 for r in explain.REGIONS], width, label=c)
+    axes[1].bar(xs, [vals[r]["mean_prob_drop"] if r in vals else 0 for r in explain.REGIONS], width, label=c)
+  for ax, title in zip(axes, ("share of Grad-CAM mass", "probability drop when masked")):
+    ax.set_xticks(np.arange(len(explain.REGIONS)) + 0.4 - width / 2, explain.REGIONS)
+    ax.set_title(title, fontsize=9)
+  axes[0].legend(fontsize=8, title="true class", title_fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "regions_by_class.png"), dpi=110)
+  plt.close(fig)
+  return agg
+
+
+def run_cli(args):
+  run = load_run(args.run, args.checkpoint)
+  out_dir = os.path.abspath(args.out or os.path.join(run["dir"], "predict"))
+  os.makedirs(out_dir, exist_ok=True)
+  style = run["style"] if args.align == "auto" else "" if args.align == "none" else args.align
+  if style and style not in styles.STYLES:
+    raise ValueError(f"--align {args.align!r}; expected auto, none or one of {', '.join(styles.STYLES)}")
+  print(f"Run {run['dir']}: {run['method']} on {run['spec'].name}, checkpoint step {run['step']}, classes "
+        f"{run['classes']}; alignment: {style or 'none (images used as they are)'}.", flush=True)
+  rows = prepare(_inputs(args.images), style, out_dir, run["pp"]) if args.images else []
+  if rows:
+    predict_rows(run, rows, args.batch, args.min_prob)
+  table = (explain_rows(run, rows, out_dir, args.explain_classes, args.occlusion_patch, None, args.occlusion_stride)
+           if args.explain else [])
+  write(out_dir, run, rows, table)
+  for r in rows:
+    if r["error"]:
+      print(f"  {r['source']}: unreadable ({r['error']})")
+      continue
+    flags = [f for f, on in (("NO FACE FOUND: centre crop used", r["no_face"]),
+                             (f"low confidence (< {args.min_prob:g})", r["low_confidence"])) if on]
+    print(f"  {r['source']}: {r['top_class']}, p = {r['top_prob']:.2f} ({run['calibration']})"
+          + (f"  [{'; '.join(flags)}]" if flags else ""))
+  if args.explain_split:
+    split_rows, _, _ = splits.read(run["dir"])
+    picked = [x for x in split_rows if x.split == args.explain_split]
+    landmarks = None  # The split's crops were aligned onto the template: its points are their landmarks.
+    if run["style"] in ("arcface112", "paper"):
+      c = run["crop_size"]
+      landmarks = _to_input_coords(explain.template_landmarks(c), c, c, run["pp"])
+    srows = [{"source": x.file, "input": os.path.join(run["data_dir"], x.file), "no_face": 0, "error": "",
+              "landmarks": landmarks} for x in picked]
+    split_dir = os.path.join(out_dir, f"split_{args.explain_split}")
+    os.makedirs(split_dir, exist_ok=True)
+    predict_rows(run, srows, args.batch, args.min_prob)
+    stable = explain_rows(run, srows, split_dir, "predicted", args.occlusion_patch, [x.class_name for x in picked],
+                          args.occlusion_stride)
+    write(split_dir, run, srows, stable)
+    if stable:
+      agg = write_by_class(split_dir, stable)
+      print(f"Regions on the {args.explain_split} split ({len(picked)} images), mean over each true class:")
+      for a in agg:
+        print(f"  {a['true_class']:12s} {a['region']:9s} Grad-CAM share {a['mean_cam_share']:.2f}, probability "
+              f"drop {a['mean_prob_drop']:+.3f}")
+    else:
+      print(f"The {args.explain_split} split has no landmarks (data not aligned in a template style): maps only.")
+  n_err = sum(bool(r["error"]) for r in rows)
+  print(f"Wrote {out_dir}: {len(rows) - n_err} predictions, {n_err} unreadable, "
+        f"{sum(r['no_face'] for r in rows)} without a face.")
+  print(NOT_A_DEVICE)
+  return rows
+
+
+def main(argv=None):
+  args = parse(sys.argv[1:] if argv is None else argv)
+  try:
+    run_cli(args)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
