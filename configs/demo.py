@@ -14,7 +14,8 @@ Runs `svm` (DTL2: frozen SFace embedding + LinearSVC, C by inner 5-fold CV on tr
 
 Expected (2 CPU cores, measured): DTL2 test accuracy 87.5 % [95% bootstrap 80.0, 95.0], exact binomial
 [78.2, 93.8], ROC AUC 0.957; DTL1 100.0 % [100, 100], exact binomial [95.5, 100]; majority-class rate 50 % (80 test
-images). 3 min 39 s in all, the first run included (SFace conversion, alignment, 48 fine-tuning steps at ~2.4 s).
+images). 3 min 59 s in all on a fresh clone, the first run included (SFace conversion, alignment, 48 fine-tuning
+steps at ~2.4 s).
 JFACEDIAG_DEMO_QUICK=1 (the CI test) runs 1 fine-tuning epoch and 200 bootstrap resamples: the same code path.
 """
 import os

@@ -6,6 +6,7 @@ Saves are asynchronous; every process calls save and restore (orbax coordinates 
 """
 import os
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
@@ -53,7 +54,12 @@ class Checkpoints:
   def restore_tree(self, step, sharding=None):
     """The saved train state as nested dicts, placed with `sharding` (default: this process's first device),
     whatever devices and processes wrote it; the structure comes from the checkpoint's own metadata."""
-    tree = ocp.StandardCheckpointer().metadata(os.path.join(str(self.mngr.directory), str(step), "state"))
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that the item folder holds no step metadata: it need not.
+    try:
+      tree = ocp.StandardCheckpointer().metadata(os.path.join(str(self.mngr.directory), str(step), "state"))
+    finally:
+      logging.set_verbosity(verbosity)
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree.item_metadata)
     return self.mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state

@@ -22,18 +22,6 @@ from jfacediag.data import images
 from jfacediag.models import builtin, weights
 
 
-def _inputs(paths):
-  out = []
-  for p in paths:
-    if os.path.isdir(p):
-      for dirpath, dirnames, filenames in os.walk(p):
-        dirnames.sort()
-        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
-    else:
-      out.append(p)
-  return out
-
-
 def parse(argv):
   ap = argparse.ArgumentParser(prog="python -m jfacediag.embed", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +38,7 @@ def parse(argv):
 def run(args):
   variables, meta, pp = weights.load(builtin.resolve(args.weights))
   spec = models.get(meta["arch"])
-  files = _inputs(args.images)
+  files = images.expand(args.images)
   usable, errors, reasons, no_face = [], [], [], []
   with tempfile.TemporaryDirectory() as tmp:
     det = None

@@ -100,22 +100,11 @@ def load_run(run_dir, which="best"):
                  "none: softmax of the SVM margins, a ranking rather than a probability")
   return {"dir": run_dir, "config": config, "classes": classes, "spec": spec, "pp": pp, "step": int(step),
           "model": model, "variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
-          "style": style, "crop_size": crop, "data_dir": facts["data_dir"], "method": config.method, "calibration": calibration}
+          "style": style, "crop_size": crop, "data_dir": facts["data_dir"], "method": config.method,
+          "calibration": calibration}
 
 
 # == Inputs ============================================================================================================
-def _inputs(paths):
-  out = []
-  for p in paths:
-    if os.path.isdir(p):
-      for dirpath, dirnames, filenames in os.walk(p):
-        dirnames.sort()
-        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
-    else:
-      out.append(p)
-  return out
-
-
 def _to_input_coords(points, h, w, pp):
   """Pixel coordinates in an image of h x w -> coordinates in the network input (resize shorter, centre crop)."""
   scale = pp.resize_size / min(h, w)
@@ -293,7 +282,7 @@ def run_cli(args):
     raise ValueError(f"--align {args.align!r}; expected auto, none or one of {', '.join(styles.STYLES)}")
   print(f"Run {run['dir']}: {run['method']} on {run['spec'].name}, checkpoint step {run['step']}, classes "
         f"{run['classes']}; alignment: {style or 'none (images used as they are)'}.", flush=True)
-  rows = prepare(_inputs(args.images), style, out_dir, run["pp"]) if args.images else []
+  rows = prepare(images.expand(args.images), style, out_dir, run["pp"]) if args.images else []
   if rows:
     predict_rows(run, rows, args.batch, args.min_prob)
   table = (explain_rows(run, rows, out_dir, args.explain_classes, args.occlusion_patch, None, args.occlusion_stride)

@@ -17,7 +17,8 @@ def test_demo_runs_end_to_end_and_dtl2_beats_the_majority_rate(tmp_path):
   assert "--workdir not given: using runs/demo" in proc.stdout
   with open(workdir / "data" / "aligned" / "align.json", encoding="utf-8") as f:
     align = json.load(f)
-  assert align["settings"]["style"] == "arcface112" and align["last_run"]["aligned"] + align["last_run"]["no_face"] == 200
+  counts = align["last_run"]
+  assert align["settings"]["style"] == "arcface112" and counts["aligned"] + counts["no_face"] == 200
   comparison = json.loads((workdir / "comparison.json").read_text())
   assert list(comparison) == ["svm", "finetune"] and (workdir / "report.md").exists()
   for method in ("svm", "finetune"):

@@ -107,11 +107,13 @@ def test_launch_dry_run_prints_the_commands(tmp_path):
   r = _dry("tpu", "run", *TPU, "--", *train)
   assert r.returncode == 0, r.stderr
   cmd = r.stdout.replace("\\", "")
-  assert "--worker=all" in cmd and "python -m jfacediag.train --config configs/demo.py --workdir gs://bucket/runs/demo" \
-      " --config.distributed=yes" in cmd
+  assert "--worker=all" in cmd
+  assert "python -m jfacediag.train --config configs/demo.py --workdir gs://bucket/runs/demo --config.distributed=yes" \
+      in cmd
   for action in ("logs", "delete"):
     r = _dry("tpu", action, *TPU)
-    assert r.returncode == 0 and r.stdout.startswith(f"+ gcloud compute tpus tpu-vm {'ssh' if action == 'logs' else action}")
+    verb = "ssh" if action == "logs" else action
+    assert r.returncode == 0 and r.stdout.startswith(f"+ gcloud compute tpus tpu-vm {verb}")
   hosts = tmp_path / "hosts"
   hosts.write_text("gpu-a\n# a comment\ngpu-b\n")
   r = _dry("gpu", "--hosts", str(hosts), "--repo", "/srv/jfacediag", "--", *train)

@@ -63,3 +63,16 @@ def check(path):
   except UnreadableImage as e:
     return str(e)
   return None
+
+
+def expand(paths):
+  """Files and folders -> the files, folders walked in sorted order, hidden files skipped; nothing else dropped."""
+  out = []
+  for p in paths:
+    if os.path.isdir(p):
+      for dirpath, dirnames, filenames in os.walk(p):
+        dirnames.sort()
+        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+    else:
+      out.append(p)
+  return out
