@@ -163,7 +163,8 @@ def predict_rows(run, rows, batch, min_prob):
   if not files:
     return np.zeros((0, len(run["classes"])), np.float32)
   variables = jax.device_put(run["variables"], sharding.replicated(mesh))
-  scores = steps.run_batches(steps.make_predict_step(run["model"], mesh), variables, "", files,
+  predict_step = steps.make_predict_step(run["model"], mesh, steps.compute_dtype(run["config"].get("dtype", "float32")))
+  scores = steps.run_batches(predict_step, variables, "", files,
                              np.zeros(len(files), np.int32), run["pp"], batch, mesh, len(run["classes"]))
   probs = explain.probabilities(scores)
   readable = [r for r in rows if not r["error"]]
@@ -180,6 +181,8 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
   if not spec.cam_layer:
     raise ValueError(f"backbone {spec.name} names no Grad-CAM layer (models.Backbone.cam_layer)")
   readable = [r for r in rows if not r["error"]]
+  if not readable:
+    return []
   s = pp.input_size
   gradcam = explain.make_gradcam(model, run["variables"], spec.cam_layer, (1, s, s, 3))
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
@@ -299,6 +302,8 @@ def run_cli(args):
   if args.explain_split:
     split_rows, _, _ = splits.read(run["dir"])
     picked = [x for x in split_rows if x.split == args.explain_split]
+    if not picked:
+      raise ValueError(f"{run['dir']} has no {args.explain_split} split to explain")
     landmarks = None  # The split's crops were aligned onto the template: its points are their landmarks.
     if run["style"] in ("arcface112", "paper"):
       c = run["crop_size"]

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 
-
 from jfacediag.convert import archs, mapping, onnx_import, sources, verify
 from jfacediag.models import weights
 
