@@ -21,8 +21,8 @@ class PointwiseConv(nn.Module):
   (1, 1, C_in, C_out).
 
   Computed as a matrix product on every `stride`-th pixel, which XLA:CPU runs ~3x faster than the 1x1
-  convolution, gradient included (56x56, 64 -> 128 channels, batch 16: 77 ms vs 214-259 ms); the same numbers up
-  to float summation order.
+  convolution, gradients included (56x56, 64 -> 128 channels, batch 16: 130 ms vs 369 ms on 2 cores,
+  tools/bench_convs.py); the same numbers up to float summation order.
   """
   features: int
   stride: int = 1
@@ -39,8 +39,9 @@ class ImageConv(nn.Module):
   """A k x k conv on the RGB image (the stem): the parameters of nn.Conv (`kernel` (k, k, 3, C)[, `bias`]).
 
   On CPU it is computed as im2col (k*k strided slices, concatenated) and one matrix product: XLA:CPU computes the
-  weight gradient of a 3-channel convolution slowly (ResNet-50's 7x7/2 stem at 224 px, batch 8: 399 ms as a
-  convolution, 140 ms this way); the outputs agree exactly. Other backends use the convolution.
+  weight gradient of a 3-channel convolution slowly (ResNet-50's 7x7/2 stem at 224 px, batch 8, weight gradient
+  alone: 399 ms as a convolution, 140 ms this way; tools/bench_convs.py times both gradients); the outputs agree
+  exactly. Other backends use the convolution.
   """
   features: int
   kernel_size: int
@@ -70,8 +71,8 @@ class DepthwiseConv(nn.Module):
   `kernel` (k, k, 1, C), with the same initialiser.
 
   On CPU it is computed as k*k strided multiply-adds: XLA:CPU runs the gradient of a grouped convolution about 10x
-  slower than this form (56x56x128, batch 16: 1.54 s vs 0.18 s), and the results agree exactly. Other backends
-  use the grouped convolution.
+  slower than this form (56x56x128, batch 16: 1.59 s vs 0.17 s, tools/bench_convs.py), and the results agree to
+  float rounding. Other backends use the grouped convolution.
   """
   kernel_size: int
   stride: int = 1

@@ -1,0 +1,84 @@
+r"""Times single convolutions, forward and both gradients: XLA's convolution, jfacediag's CPU layers, PyTorch.
+
+  python tools/bench_convs.py
+
+Reproduces the figures quoted in jfacediag/models/layers.py and the README's benchmark section: a depthwise 3x3
+(56x56x128, batch 16), a 1x1 conv (56x56, 64 -> 128, batch 16), ResNet-50's 7x7/2 stem (224 px, batch 8) and a
+plain 3x3 conv (56x56x64, batch 8), each as XLA's convolution, as the layers.py form that replaces it on CPU, and
+(where it applies) PyTorch's conv2d on all cores. Also prints the largest difference between the two JAX forms.
+"""
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jfacediag.models import layers
+
+
+def _ms(fn, n=3):
+  jax.block_until_ready(fn())
+  t = time.perf_counter()
+  for _ in range(n):
+    jax.block_until_ready(fn())
+  return (time.perf_counter() - t) / n * 1e3
+
+
+def _conv(x, w, stride, pad, groups=1):
+  return jax.lax.conv_general_dilated(x, w, (stride, stride), layers.pad(pad),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def _torch_ms(shape, w_shape, stride, pad, groups):
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count() or 1)
+  n, h, w, c = shape
+  x = torch.randn(n, c, h, w, requires_grad=True)
+  k = torch.randn(w_shape[3], c // groups, w_shape[0], w_shape[1], requires_grad=True)
+
+  def step():
+    y = torch.nn.functional.conv2d(x, k, stride=stride, padding=pad, groups=groups)
+    (y ** 2).sum().backward()
+  step()
+  t = time.perf_counter()
+  for _ in range(3):
+    step()
+  return (time.perf_counter() - t) / 3 * 1e3
+
+
+def main():
+  rng = np.random.default_rng(0)
+  cases = [  # name, input NHWC, kernel HWIO, stride, padding, groups, the layers.py module
+      ("depthwise 3x3", (16, 56, 56, 128), (3, 3, 1, 128), 1, 1, 128, layers.DepthwiseConv(3, 1, 1)),
+      ("1x1 conv", (16, 56, 56, 64), (1, 1, 64, 128), 1, 0, 1, layers.PointwiseConv(128)),
+      ("stem 7x7/2", (8, 224, 224, 3), (7, 7, 3, 64), 2, 3, 1, layers.ImageConv(64, 7, 2, 3, use_bias=False)),
+      ("3x3 conv", (8, 56, 56, 64), (3, 3, 64, 64), 1, 1, 1, None),
+  ]
+  print(f"{'':16s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
+        "max |diff|")
+  for name, shape, w_shape, stride, pad, groups, module in cases:
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=w_shape) * 0.05, jnp.float32)
+    conv = jax.jit(lambda x, w, s=stride, p=pad, g=groups: _conv(x, w, s, p, g))
+    grad = jax.jit(jax.grad(lambda x, w, s=stride, p=pad, g=groups: (_conv(x, w, s, p, g) ** 2).sum(), (0, 1)))
+    row = [_ms(lambda: conv(x, w)), _ms(lambda: grad(x, w))]
+    diff = ""
+    if module is not None:
+      v = {"params": {"kernel": w}}
+      fwd = jax.jit(lambda v, x, m=module: m.apply(v, x))
+      bwd = jax.jit(jax.grad(lambda v, x, m=module: (m.apply(v, x) ** 2).sum(), (0, 1)))
+      row += [_ms(lambda: fwd(v, x)), _ms(lambda: bwd(v, x))]
+      diff = f"{float(jnp.abs(fwd(v, x) - conv(x, w)).max()):.1e}"
+    else:
+      row += [float("nan"), float("nan")]
+    try:
+      row.append(_torch_ms(shape, w_shape, stride, pad, groups))
+    except ImportError:
+      row.append(float("nan"))
+    print(f"{name:16s} {row[0]:10.0f} ms {row[1]:6.0f} ms {row[2]:11.0f} ms {row[3]:6.0f} ms {row[4]:10.0f} ms  "
+          f"{diff}")
+
+
+if __name__ == "__main__":
+  main()
