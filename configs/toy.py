@@ -33,4 +33,5 @@ def get_config(arg=None):
   c.train.epochs = 12.0
   c.train.checkpoint_every_steps = 50
   c.svm.select_C = True
+  c.leakage.embedder = ""  # Shapes, not faces: duplicate checks only, no same-person check.
   return c

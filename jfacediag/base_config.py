@@ -12,7 +12,9 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0  # Initialises the head, dropout and augmentation. The split has its own seed (data.split_seed).
-  c.method = "finetune"  # "finetune" (DTL1: train backbone + new head) or "svm" (DTL2: frozen features + LinearSVC).
+  # "finetune" (DTL1: train backbone + new head), "svm" (DTL2: frozen features + LinearSVC) or "dsift" (the paper's
+  # classical baseline: dense SIFT + bag of visual words + SVM, no network; see the dsift section).
+  c.method = "finetune"
   # A comma-separated list ("svm,finetune") runs each into WORKDIR/<method>/ on the same data and split, then
   # compares them in WORKDIR/report.md and comparison.json.
 
@@ -25,17 +27,33 @@ def get_config():
   c.data.classes = ""  # Comma-separated class folder names fixing the label order; "" = sorted folder names.
   # Split strategy: "auto" (= "folders" when data.dir holds train/ and test/, else "per_class"), "folders",
   # "per_class" (train_per_class + test_per_class images drawn per class; the paper: 40 + 30), "fraction"
-  # (test_fraction of each class), or "kfold" (stratified; fold `fold` of `num_folds` is the test split).
+  # (test_fraction of each class), or "kfold" (stratified; fold `fold` of `num_folds` is the test split; on a
+  # train/ + test/ folder the folds split train/, and test/ becomes a `holdout` every fold model is scored on).
   c.data.split = "auto"
   c.data.train_per_class = 40
   c.data.test_per_class = 30
   c.data.test_fraction = 0.3
   c.data.num_folds = 5
   c.data.fold = 0
+  c.data.kfold_on = "train"  # kfold on a train/ + test/ folder: "train" (test/ is the holdout) or "all" images.
   c.data.val_fraction = 0.0  # Stratified hold-out carved from the train split (for curves and the best checkpoint).
   c.data.split_seed = 0
+  # Keep clusters of related images in one split: "" (off), "duplicates" (exact and near-duplicate images) or
+  # "identity" (duplicates and same-person pairs by face embeddings, see the leakage section).
+  c.data.group_by = ""
   # The split is written to WORKDIR/manifest.csv and reused on resume; a run whose split settings differ from the
   # manifest's fails and shows the difference.
+
+  # == Leakage guard (jfacediag/leakage.py) ============================================================================
+  # Before training, pairs of duplicate images and of one person's photos that fall in different splits are listed
+  # in WORKDIR/leakage.json and the report.
+  c.leakage = ml_collections.ConfigDict()
+  c.leakage.check = True
+  c.leakage.max_hamming = 6  # Near-duplicate: perceptual hashes (64 bits) at most this many bits apart
+  c.leakage.min_correlation = 0.97  # and 32x32 grey thumbnails correlated at least this much (mirror included).
+  c.leakage.embedder = "builtin:sface"  # Face-recognition weights for same-person pairs; "" = no identity check.
+  c.leakage.threshold = 0.0  # Cosine at or above which two faces are one person; 0 = the embedder's (SFace 0.363).
+  c.leakage.cache = ""  # A JSON file of found pairs shared by runs on the same data (jfacediag.cv sets it).
 
   # == Input pipeline ===============================================================================================
   c.input = ml_collections.ConfigDict()
@@ -90,6 +108,23 @@ def get_config():
   c.svm.standardize = True  # Standardise features with the train split's mean and std.
   c.svm.max_iter = 20000
 
+  # == Dense SIFT baseline (method "dsift") ============================================================================
+  # Grey image at input_size (0 = model.input_size or 224), SIFT descriptors (OpenCV) on a dense grid, k-means
+  # vocabulary on the train split, one histogram of visual words per image (L1-normalised), then an SVM.
+  c.dsift = ml_collections.ConfigDict()
+  c.dsift.input_size = 0
+  c.dsift.step = 8  # Grid step in pixels.
+  c.dsift.patch = 16  # Descriptor support (SIFT keypoint size) in pixels.
+  c.dsift.vocabulary = 256  # Visual words (k-means clusters).
+  c.dsift.kernel = "linear"  # "linear" (LinearSVC, as svm.*) or "chi2" (SVC on the exponential chi-squared kernel).
+  c.dsift.max_descriptors = 100000  # Descriptors sampled from the train split to fit the vocabulary.
+
+  # == Calibration (jfacediag/calibration.py) ==========================================================================
+  # Fitted on held-out training data (DTL1: the val split, so it needs data.val_fraction > 0; DTL2 and dsift:
+  # cross-validated margins on the train split): temperature scaling for DTL1, Platt scaling for SVM margins.
+  c.calibration = ml_collections.ConfigDict()
+  c.calibration.enabled = True
+
   # == Training loop ================================================================================================
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 30.0
@@ -104,6 +139,12 @@ def get_config():
   c.eval = ml_collections.ConfigDict()
   c.eval.bootstrap = 1000  # Resamples for the 95% bootstrap intervals of every metric; 0 = no intervals.
   c.eval.positive_class = ""  # Binary tasks: the class whose precision/sensitivity headline the report ("" = label 1).
+  # A CSV of per-image attributes (a `file` column relative to data.dir, then e.g. ethnicity, sex, age_group): the
+  # report breaks accuracy down per attribute value and class, and warns when an attribute alone predicts the label.
+  c.eval.metadata = ""
+  # The paper row this run reproduces (a key of jfacediag.paper.ROWS, set by configs/dsf/*): the results table
+  # (python -m jfacediag.report) prints the paper's numbers beside it.
+  c.eval.paper_row = ""
 
   # == Processes ====================================================================================================
   # "auto": call jax.distributed.initialize() when JAX_COORDINATOR_ADDRESS is set (launch.sh sets it), "yes", "no".

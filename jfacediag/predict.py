@@ -9,8 +9,9 @@ Each photo is aligned the way the run's training data were (align.json of its da
 (best by validation when the run kept one, else the last). OUT receives:
 - predictions.csv / predictions.json: every class probability, the top class, and flags: `no_face` (the detector
   found no face: a centre crop was used), `low_confidence` (top probability below --min-prob) and `error`
-  (unreadable file). Probabilities are the softmax of the fine-tuned logits (DTL1) or of the SVM margins (DTL2); the
-  `calibration` column says so: neither is calibrated until the run has a calibration step.
+  (unreadable file). Probabilities are calibrated as the run's report was (report/calibration.json: temperature
+  scaling for DTL1, Platt scaling of the SVM margins for DTL2, fitted on held-out training data); the `calibration`
+  column says which, or why none applies (no held-out data, another checkpoint than the report's).
 - aligned/: the crops that were classified.
 - with --explain: explain/<photo>_<class>_gradcam.png and _occlusion.png (overlays on the aligned face), and
   regions.csv: per photo and class, each facial region's share of the Grad-CAM mass and the drop of the class
@@ -31,7 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from jfacediag import checkpointing, explain, models, sharding, steps
+from jfacediag import calibration as calibration_lib, checkpointing, explain, models, sharding, steps
 from jfacediag.align import styles
 from jfacediag.data import images, pipeline, splits
 from jfacediag.models import classifier
@@ -73,6 +74,8 @@ def load_run(run_dir, which="best"):
     raise FileNotFoundError(f"{run_dir} is not a run's workdir (no config.json){hint}")
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
+  if config.method == "dsift":
+    raise ValueError(f"{run_dir} is a dsift (dense SIFT baseline) run; predict works with DTL1/DTL2 runs")
   metrics_path = os.path.join(run_dir, "report", "metrics.json")
   if not os.path.exists(metrics_path):
     raise FileNotFoundError(f"{run_dir} has no report/metrics.json: the run has not finished")
@@ -96,12 +99,24 @@ def load_run(run_dir, which="best"):
       settings = json.load(f)["settings"]
     style = settings["style"]
     crop = settings.get("size") or {"arcface112": 112, "facenet160": 160}.get(style, 224)
-  calibration = ("none: softmax of the fine-tuned logits" if config.method == "finetune" else
-                 "none: softmax of the SVM margins, a ranking rather than a probability")
+  # The run's calibration (report/calibration.json) was fitted for the checkpoint its report evaluated.
+  calibrator = None
+  cal_path = os.path.join(run_dir, "report", calibration_lib.CALIBRATION_FILE)
+  if os.path.exists(cal_path):
+    with open(cal_path, encoding="utf-8") as f:
+      calibrator = calibration_lib.Calibrator.from_dict(json.load(f))
+  if calibrator is None:
+    calibration = "none: this run predates calibration; softmax of the raw scores"
+  elif config.method == "finetune" and int(step) != int(facts["checkpoint_step"]):
+    calibration = (f"none: the run's calibration was fitted for step {facts['checkpoint_step']}, this is step "
+                   f"{step} (--checkpoint {'last' if which == 'best' else 'best'} matches it); softmax of the logits")
+    calibrator = None
+  else:
+    calibration = calibrator.describe()
   return {"dir": run_dir, "config": config, "classes": classes, "spec": spec, "pp": pp, "step": int(step),
           "model": model, "variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
           "style": style, "crop_size": crop, "data_dir": facts["data_dir"], "method": config.method,
-          "calibration": calibration}
+          "calibration": calibration, "calibrator": calibrator}
 
 
 # == Inputs ============================================================================================================
@@ -166,10 +181,10 @@ def predict_rows(run, rows, batch, min_prob):
   predict_step = steps.make_predict_step(run["model"], mesh, steps.compute_dtype(run["config"].get("dtype", "float32")))
   scores = steps.run_batches(predict_step, variables, "", files,
                              np.zeros(len(files), np.int32), run["pp"], batch, mesh, len(run["classes"]))
-  probs = explain.probabilities(scores)
+  probs = run["calibrator"](scores) if run.get("calibrator") else explain.probabilities(scores)
   readable = [r for r in rows if not r["error"]]
-  for r, p in zip(readable, probs):
-    top = int(p.argmax())
+  for r, p, raw in zip(readable, probs, np.asarray(scores)):
+    top = int(raw.argmax())  # The report's decision; per-class Platt sigmoids may reorder close classes.
     r.update({"probabilities": dict(zip(run["classes"], map(float, p))), "top_class": run["classes"][top],
               "top_prob": float(p[top]), "low_confidence": int(p[top] < min_prob), "top_index": top})
   return scores

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as skm
 
-from jfacediag import fileio
+from jfacediag import confounds, fileio, leakage
 
 
 def _save(fig, path):
@@ -81,20 +81,29 @@ def _roc_png(path, y, scores, classes, positive, auc):
   plt.close(fig)
 
 
-def write(report_dir, metrics, files, y, scores, classes, history, skipped, summary):
-  """Writes every report file. `skipped` = [(file, class, reason)]; `summary` = run facts for report.md."""
+def write_scores(path, files, y, scores, probs, classes):
+  """A predictions CSV: raw scores and calibrated probabilities per class."""
+  pred = np.asarray(scores).argmax(1)
+  with fileio.open(path, "w") as f:
+    w = csv.writer(f)
+    w.writerow(["file", "true", "predicted", "correct"] + [f"score_{c}" for c in classes]
+               + [f"prob_{c}" for c in classes])
+    for i, name in enumerate(files):
+      w.writerow([name, classes[y[i]], classes[pred[i]], int(pred[i] == y[i])] + [f"{s:.6g}" for s in scores[i]]
+                 + [f"{p:.6g}" for p in probs[i]])
+
+
+def write(report_dir, metrics, files, y, scores, classes, history, skipped, summary, probs=None, leak=None):
+  """Writes every report file. `skipped` = [(file, class, reason)]; `summary` = run facts for report.md;
+  `probs` = calibrated probabilities (predictions.csv prob_* columns); `leak` = the leakage guard's result."""
   fileio.makedirs(report_dir)
   metrics = {**metrics, "skipped_files": [{"file": f, "class": c, "reason": r} for f, c, r in skipped],
              "run": summary}
   with fileio.open(os.path.join(report_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2)
 
-  pred = scores.argmax(1)
-  with fileio.open(os.path.join(report_dir, "predictions.csv"), "w") as f:
-    w = csv.writer(f)
-    w.writerow(["file", "true", "predicted", "correct"] + [f"score_{c}" for c in classes])
-    for i, name in enumerate(files):
-      w.writerow([name, classes[y[i]], classes[pred[i]], int(pred[i] == y[i])] + [f"{s:.6g}" for s in scores[i]])
+  write_scores(os.path.join(report_dir, "predictions.csv"), files, y, scores,
+               scores if probs is None else probs, classes)
 
   _confusion_png(os.path.join(report_dir, "confusion_matrix.png"), metrics["confusion_matrix"], classes)
   _curves_png(os.path.join(report_dir, "curves.png"), history)
@@ -123,12 +132,24 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
   md.append(f"| macro | {n} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['specificity'])} | "
             f"{_fmt(m['f1'])} |")
   md += ["", "Confusion matrix (rows = true class): `confusion_matrix.png`. Curves: `curves.png`."
-         + (" ROC: `roc.png`." if positive is not None else ""), "",
-         f"## Skipped files ({len(skipped)})", ""]
+         + (" ROC: `roc.png`." if positive is not None else "")]
+  cal = metrics.get("calibration")
+  if cal:
+    md += ["", "## Calibration", "", f"Probabilities (`prob_*` in predictions.csv): {cal['description']}.", "",
+           "| test split | ECE (15 bins) | Brier |", "|---|---|---|",
+           f"| before (softmax of the raw scores) | {cal['before']['ece']:.3f} | {cal['before']['brier']:.3f} |",
+           f"| after | {cal['after']['ece']:.3f} | {cal['after']['brier']:.3f} |", "",
+           "Reliability diagram: `reliability.png`. Calibration changes probabilities, not the top class (two "
+           "classes) or accuracy above."]
+  md += ["", "## Leakage guard", ""]
+  md += [("- " + line.strip()) for line in leakage.summary_lines(leak)]
+  if metrics.get("confounds"):
+    md += ["", "## Confounds (eval.metadata)", ""] + confounds.report_lines(metrics["confounds"])
+  md += ["", f"## Skipped files ({len(skipped)})", ""]
   md += [f"- `{f}` ({c}): {r}" for f, c, r in skipped] or ["None: every file was readable."]
   md += ["", "## Caveats", "",
          f"- {n} test images: intervals are wide; compare runs by their intervals, not their point estimates.",
-         "- A single split. Repeated cross-validation (`data.split=kfold`) gives a better estimate.",
+         "- A single split. Repeated cross-validation (`python -m jfacediag.cv`) gives a better estimate.",
          "- This is a research tool, not a medical device."]
   with fileio.open(os.path.join(report_dir, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
@@ -141,7 +162,8 @@ def write_comparison(workdir, results, config):
               "report": os.path.join(m, "report", "report.md")} for m, r in results.items()}
   with fileio.open(os.path.join(workdir, "comparison.json"), "w") as f:
     json.dump(rows, f, indent=2)
-  names = {"svm": "DTL2 (frozen features + linear SVM)", "finetune": "DTL1 (fine-tuning)"}
+  names = {"svm": "DTL2 (frozen features + linear SVM)", "finetune": "DTL1 (fine-tuning)",
+           "dsift": "dense SIFT + bag of words + SVM"}
   md = [f"# jfacediag: {config.model.backbone}, {' vs '.join(results)}", "",
         f"Weights `{config.init.checkpoint or 'random initialisation'}`; the same test split for every method.", "",
         "| method | accuracy % [95% bootstrap] | exact binomial 95% | ROC AUC | macro F1 % | test images | "
@@ -154,3 +176,155 @@ def write_comparison(workdir, results, config):
   md += ["", "Intervals that overlap do not separate the methods. This is a research tool, not a medical device."]
   with fileio.open(os.path.join(workdir, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
+
+
+# == python -m jfacediag.report runs/* : the paper-format results table ================================================
+TABLE_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1", "auc")
+PAPER_KEYS = {"accuracy": "acc", "precision": "prec", "sensitivity": "sens", "specificity": "spec", "f1": "f1",
+              "auc": "auc"}
+
+
+def _finished(path):
+  """[(kind, dir)] of the finished runs at `path`: a run, a CV directory, or a folder holding them (one level)."""
+  if fileio.exists(os.path.join(path, "cv.json")):
+    return [("cv", path)]
+  if fileio.exists(os.path.join(path, "report", "metrics.json")):
+    return [("run", path)]
+  out = []
+  if os.path.isdir(path):
+    for sub in sorted(os.listdir(path)):
+      d = os.path.join(path, sub)
+      if fileio.exists(os.path.join(d, "cv.json")):
+        out.append(("cv", d))
+      elif fileio.exists(os.path.join(d, "report", "metrics.json")):
+        out.append(("run", d))
+  return out
+
+
+def table_row(kind, path):
+  """One results-table row: {metric: (value, low, high)} plus the facts of the run."""
+  from jfacediag import cv, flops, paper  # pylint: disable=g-import-not-at-top
+  if kind == "cv":
+    res = json.loads(fileio.read_text(os.path.join(path, "cv.json")))
+    config = res["config"]
+    if "summary" not in res:
+      return None
+    vals = {k: (s["mean"], *(s["ci95"] or (None, None))) for k, s in res["summary"].items() if k in TABLE_METRICS}
+    evaluation = (f"CV {res['folds']}-fold x {res['repeats']} ({res['finished']}/{res['total']} folds), "
+                  "mean [95% CI, corrected t]")
+    n_test = res["per_fold"][0]["test"] if res["per_fold"] else 0
+    classes = res["classes"]
+    size = None
+    first = os.path.join(path, "folds", res["per_fold"][0]["fold"], "report", "metrics.json")
+    if fileio.exists(first):
+      pp = json.loads(fileio.read_text(first))["run"].get("preprocessing")
+      size = pp["input_size"] if pp else None
+  else:
+    m = json.loads(fileio.read_text(os.path.join(path, "report", "metrics.json")))
+    config = json.loads(fileio.read_text(os.path.join(path, "config.json")))
+    head = cv.headline(m)
+    src = m["per_class"][m["positive_class"]] if "positive_class" in m else m["macro"]
+    cis = {"accuracy": m["accuracy"]["ci95"], "precision": src["precision"]["ci95"],
+           "sensitivity": src["recall"]["ci95"], "specificity": src["specificity"]["ci95"], "f1": src["f1"]["ci95"],
+           "auc": m["roc_auc"]["ci95"]}
+    vals = {k: (head[k], *(cis[k] or (None, None))) for k in TABLE_METRICS}
+    evaluation = f"one split, {m['num_test']} test images, value [95% bootstrap]"
+    n_test, classes = m["num_test"], m["classes"]
+    size = (m["run"].get("preprocessing") or {}).get("input_size")
+  row, task = paper.lookup(config["eval"].get("paper_row", ""))
+  method = config["method"]
+  macs = xla = None
+  if method != "dsift" and size:
+    cost = flops.forward_cost(config["model"]["backbone"], int(size), len(classes))
+    macs, xla = cost["macs"], cost["xla_flops"]
+  label = row["label"] if row else (
+      f"DSIFT + SVM {config['dsift']['kernel']}" if method == "dsift" else
+      {"finetune": "DTL1 (fine-tune)", "svm": "DTL2 (features + SVM)"}.get(method, method)
+      + f" {config['model']['backbone']}")
+  return {"run": path, "label": label, "method": method, "backbone": config["model"]["backbone"] if method != "dsift"
+          else "-", "pretrain": row["pretrain"] if row else (config["init"]["checkpoint"] or "random init"),
+          "macs": macs, "xla_flops": xla, "input_size": size, "n_test": n_test, "classes": len(classes), "evaluation": evaluation,
+          "values": vals, "paper_row": config["eval"].get("paper_row", ""),
+          "paper": (row or {}).get(task) if row else None, "paper_flops": (row or {}).get("flops")}
+
+
+def _cell(v, pct=True):
+  value, lo, hi = v
+  if value is None:
+    return "n/a"
+  f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.3f}")
+  return f(value) + (f" [{f(lo)}, {f(hi)}]" if lo is not None else "")
+
+
+def _ops(n):
+  return "-" if not n else f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n / 1e3:.0f} K"
+
+
+def results_table(rows):
+  """(markdown lines, csv rows) of the paper-format table."""
+  md = ["| method | pretraining | FLOPs (ours / paper) | accuracy % | precision % | sensitivity % | specificity % | "
+        "F1 % | AUC | paper: acc / prec / sens / spec / F1 / AUC | evaluation | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  out = []
+  for r in rows:
+    flops_txt = _ops(r["macs"]) + (f" (XLA {_ops(r['xla_flops'])})" if r["xla_flops"] else "") + " / " + _ops(
+        r["paper_flops"])
+    p = r["paper"] or {}
+    paper_txt = " / ".join(str(p.get(PAPER_KEYS[k], "-")) for k in TABLE_METRICS) if p else "not in the paper"
+    md.append(f"| {r['label']} | {r['pretrain']} | {flops_txt} | " + " | ".join(
+        _cell(r["values"].get(k, (None, None, None)), k != "auc") for k in TABLE_METRICS)
+        + f" | {paper_txt} | {r['evaluation']} | `{r['run']}` |")
+    flat = {"run": r["run"], "method": r["label"], "pretraining": r["pretrain"], "paper_row": r["paper_row"],
+            "gmacs": f"{r['macs'] / 1e9:.4f}" if r["macs"] else "",
+            "xla_gflops": f"{r['xla_flops'] / 1e9:.4f}" if r["xla_flops"] else "", "paper_gflops": (
+                f"{r['paper_flops'] / 1e9:.2f}" if r["paper_flops"] else ""), "input_size": r["input_size"] or "",
+            "n_test": r["n_test"], "evaluation": r["evaluation"]}
+    for k in TABLE_METRICS:
+      value, lo, hi = r["values"].get(k, (None, None, None))
+      flat.update({k: "" if value is None else f"{value:.4f}", f"{k}_low": "" if lo is None else f"{lo:.4f}",
+                   f"{k}_high": "" if hi is None else f"{hi:.4f}", f"paper_{k}": p.get(PAPER_KEYS[k], "")})
+    out.append(flat)
+  return md, out
+
+
+def main(argv=None):
+  import argparse  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  ap = argparse.ArgumentParser(prog="python -m jfacediag.report", description=(
+      "Gathers finished runs and CV directories into the paper's table (Tables 3-6 format) with intervals and the "
+      "paper's numbers for the same rows: OUT.md and OUT.csv."))
+  ap.add_argument("runs", nargs="+", help="run directories, CV directories, or folders holding them (runs/*)")
+  ap.add_argument("--out", default="results", help="output path without extension (default: results)")
+  args = ap.parse_args(argv)
+  found, missing = [], []
+  for p in args.runs:
+    hits = _finished(p)
+    (found.extend(hits) if hits else missing.append(p))
+  for p in missing:
+    print(f"skipped {p}: no finished run (report/metrics.json) or CV (cv.json) in it", file=sys.stderr)
+  if not found:
+    print("error: no finished run among the arguments", file=sys.stderr)
+    return 2
+  rows = [r for r in (table_row(k, p) for k, p in found) if r is not None]
+  md, flat = results_table(rows)
+  text = "\n".join(["# Results", "", *md, "",
+                    "Precision, sensitivity, specificity and F1: the positive class for two classes (the paper: "
+                    "beta-thalassemia), macro averages otherwise. FLOPs: multiply-adds of the forward pass counted "
+                    "as the paper counts, and XLA's cost analysis of the compiled forward (2 per multiply-add, "
+                    "padding taps skipped, elementwise work added; jfacediag/flops.py). Intervals that "
+                    "include the paper's number do not contradict it. This is a research tool, not a medical "
+                    "device.", ""])
+  fileio.makedirs(os.path.dirname(os.path.abspath(args.out)))
+  with fileio.open(args.out + ".md", "w") as f:
+    f.write(text)
+  with fileio.open(args.out + ".csv", "w") as f:
+    w = csv.DictWriter(f, list(flat[0]))
+    w.writeheader()
+    w.writerows(flat)
+  print(text)
+  print(f"Wrote {args.out}.md and {args.out}.csv ({len(rows)} rows).")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

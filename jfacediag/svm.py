@@ -51,3 +51,27 @@ def fit(features, labels, num_classes, cfg, seed):
   w = coef / scale
   b = intercept - (w * mean).sum(axis=1)
   return Fit(w.T.astype(np.float32), b.astype(np.float32), C, cv), model
+
+
+def heldout_scores(num_items, labels, num_classes, seed, fit_and_score):
+  """Cross-validated scores on the train split: fit_and_score(train_idx, test_idx) -> scores of test_idx, from a
+  model fitted without them (5 stratified folds, fewer when a class is smaller). None when a class has < 2 images."""
+  folds = min(5, int(np.bincount(labels, minlength=num_classes).min()))
+  if folds < 2:
+    return None
+  out = np.zeros((num_items, num_classes))
+  for a, b in model_selection.StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+      np.zeros(num_items), labels):
+    out[b] = fit_and_score(a, b)
+  return out
+
+
+def heldout_margins(features, labels, num_classes, cfg, C, seed):
+  """Cross-validated LinearSVC margins (folded-head form) at the chosen C: the held-out data for Platt scaling."""
+  fixed = cfg.copy_and_resolve_references()
+  fixed.select_C, fixed.C = False, float(C)
+
+  def fit_and_score(a, b):
+    f, _ = fit(features[a], labels[a], num_classes, fixed, seed)
+    return features[b] @ f.kernel + f.bias
+  return heldout_scores(len(labels), labels, num_classes, seed, fit_and_score)

@@ -25,8 +25,8 @@ from ml_collections import config_flags
 import numpy as np
 from tqdm import tqdm
 
-from jfacediag import checkpointing, fileio, metric_writer, metrics as metrics_lib, optim, report, sharding, steps
-from jfacediag import models, svm
+from jfacediag import calibration, checkpointing, confounds, dsift, fileio, leakage, metric_writer
+from jfacediag import metrics as metrics_lib, models, optim, report, sharding, steps, svm
 from jfacediag.data import lfw_subset, pipeline, splits, toy
 from jfacediag.models import builtin, classifier, weights
 
@@ -60,21 +60,47 @@ def data_dir_for(cfg, workdir):
                    "(or data.generate='toy' / 'lfw_subset' for a generated folder)")
 
 
-def load_split(cfg, root, workdir):
-  """Reuses WORKDIR/manifest.csv when present (after checking its settings), else scans and splits."""
+def load_split(config, root, workdir):
+  """Reuses WORKDIR/manifest.csv when present (after checking its settings), else scans and splits.
+
+  Returns (rows, classes, leak): leak is the leakage guard's result (WORKDIR/leakage.json), None when off.
+  """
+  cfg = config.data
   rows, stored, classes = splits.read(workdir)
   wanted = splits.settings_for(cfg, splits.layout_of(root))
+  leak_path = os.path.join(workdir, leakage.LEAKAGE_FILE)
   if rows is not None:
     splits.check_same_settings(stored, wanted)
     if cfg.classes and cfg.classes.split(",") != classes:
       raise ValueError(f"data.classes={cfg.classes!r} differs from the manifest's class order {classes}")
-    return rows, classes
+    leak = json.loads(fileio.read_text(leak_path)) if fileio.exists(leak_path) else None
+    return rows, classes, leak
   layout, classes, rows = splits.scan(root, cfg.classes.split(",") if cfg.classes else None,
                                       show_progress=jax.process_index() == 0)
-  settings = splits.assign(rows, classes, layout, cfg)
+  if cfg.group_by and cfg.group_by not in leakage.GROUP_KINDS:
+    raise ValueError(f"data.group_by={cfg.group_by!r}; expected '', {', '.join(map(repr, leakage.GROUP_KINDS))}")
+  if cfg.group_by == "identity" and not config.leakage.embedder:
+    raise ValueError("data.group_by='identity' needs leakage.embedder (face-recognition weights, e.g. builtin:sface)")
+  found = None
+  if config.leakage.check or cfg.group_by:
+    usable = [r.file for r in rows if r.split != "skipped"]
+    lcfg = config.leakage.copy_and_resolve_references()
+    if cfg.group_by == "duplicates" and not config.leakage.check:
+      lcfg.embedder = ""
+    found = leakage.find_pairs_cached(root, usable, lcfg, config.leakage.cache, jax.process_index() == 0)
+  group_of = leakage.groups([r.file for r in rows if r.split != "skipped"], found["pairs"],
+                            leakage.GROUP_KINDS[cfg.group_by]) if cfg.group_by else None
+  settings = splits.assign(rows, classes, layout, cfg, group_of)
+  leak = None
+  if found is not None:
+    leak = {k: v for k, v in found.items() if k != "fingerprint"}
+    leak.update(group_by=cfg.group_by, cross_split=leakage.cross_split(found, {r.file: r.split for r in rows}))
   if jax.process_index() == 0:
     splits.write(workdir, rows, settings, classes)
-  return rows, classes
+    if leak is not None:
+      with fileio.open(leak_path, "w") as f:
+        json.dump(leak, f, indent=1)
+  return rows, classes, leak
 
 
 def warn_alignment(root, spec):
@@ -192,7 +218,12 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
     if report_step != total:
       state, _ = ckpts.restore(report_step, state)
   ckpts.close()
-  return {"params": state.params, "batch_stats": state.batch_stats}, report_step, which
+  final = {"params": state.params, "batch_stats": state.batch_stats}
+  heldout = None  # The validation logits of the reported model: calibration's held-out data.
+  if has_val:
+    heldout = (steps.run_batches(predict, final, root, va_files, va_labels, pp, config.input.eval_batch_size, mesh,
+                                 num_classes), va_labels)
+  return final, report_step, which, heldout
 
 
 def fit_svm(config, workdir, model, variables, data, pp, mesh):
@@ -212,7 +243,7 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
     state, meta = ckpts.restore(ckpts.latest_step(), like)
     log(f"Found a fitted SVM in {workdir} (C={meta['C']}); re-evaluating it.")
     ckpts.close()
-    return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm"
+    return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm", _load_heldout(workdir)
 
   extract = steps.make_feature_step(model, mesh, steps.compute_dtype(config.dtype))
   spec = models.get(config.model.backbone)
@@ -226,9 +257,56 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
   params = dict(variables["params"])
   params["head"] = {"kernel": jnp.asarray(fit.kernel), "bias": jnp.asarray(fit.bias)}
   state = jax.device_put(like.replace(params=params), rep)
+  heldout = _save_heldout(workdir, svm.heldout_margins(feats, tr_labels, model.num_classes, config.svm, fit.C,
+                                                       config.seed), tr_labels)
   ckpts.save(0, state, {"method": "svm", "C": fit.C, "cv_accuracy": fit.cv, "multiclass": config.svm.multiclass})
   ckpts.close()
-  return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm"
+  return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm", heldout
+
+
+HELDOUT_FILE = "heldout_scores.npz"
+
+
+def _save_heldout(workdir, scores, labels):
+  """Cross-validated train-split scores (for calibration), kept so that a re-evaluation finds them."""
+  if scores is None:
+    return None
+  if jax.process_index() == 0:
+    with fileio.open(os.path.join(workdir, HELDOUT_FILE), "wb") as f:
+      np.savez(f, scores=scores, labels=labels)
+  return scores, labels
+
+
+def _load_heldout(workdir):
+  path = os.path.join(workdir, HELDOUT_FILE)
+  if not fileio.exists(path):
+    return None
+  with fileio.open(path, "rb") as f:
+    z = np.load(f)
+    return z["scores"], z["labels"]
+
+
+def run_dsift(config, workdir, data, num_classes):
+  """The dense SIFT baseline: returns ({split: scores} for test and holdout, held-out train scores)."""
+  root, (tr_files, tr_labels) = data["root"], data["train"]
+  model = dsift.load(workdir)
+  if model is None:
+    t0 = time.perf_counter()
+    model, h = dsift.fit(root, tr_files, tr_labels, num_classes, config, config.seed, log)
+    _save_heldout(workdir, dsift.heldout_scores(h, tr_labels, num_classes, model, config, config.seed), tr_labels)
+    if jax.process_index() == 0:
+      dsift.save(workdir, model)
+    log(f"dsift fitted in {time.perf_counter() - t0:.1f}s; model in {os.path.join(workdir, dsift.MODEL_FILE)}")
+  else:
+    log(f"Found a fitted dsift model in {workdir}; re-evaluating it.")
+  size = int(model["size"])
+  out = {}
+  for split in ("test", "holdout"):
+    files = data[split][0]
+    if files:
+      h = dsift.histograms(dsift.all_descriptors(root, files, config.dsift, size, f"dsift: {split}"), model["centers"])
+      out[split] = dsift.scores(model, h, num_classes)
+  return out, _load_heldout(workdir)
 
 
 # == The run ===========================================================================================================
@@ -240,6 +318,7 @@ def run_methods(config, workdir, methods):
     log(f"== {method} ({len(results) + 1}/{len(methods)}) " + "=" * 60)
     c = config.copy_and_resolve_references()
     c.method, c.data.dir = method, root
+    c.leakage.cache = c.leakage.cache or os.path.join(workdir, "leakage_pairs.json")  # Found once for all methods.
     results[method] = run(c, os.path.join(workdir, method))
     if results[method] is None:  # Stopped (preemption, stop_after_steps): rerunning resumes this method.
       return None
@@ -261,28 +340,94 @@ def run(config, workdir):
   methods = [m.strip() for m in config.method.split(",")]
   if len(methods) > 1:
     return run_methods(config, workdir, methods)
-  mesh = sharding.make_mesh()
-  log(f"jfacediag: {config.method} on {config.model.backbone}; {jax.device_count()} device(s) "
+  on = "dense SIFT (no network)" if config.method == "dsift" else config.model.backbone
+  log(f"jfacediag: {config.method} on {on}; {jax.device_count()} device(s) "
       f"({jax.devices()[0].platform}), {jax.process_count()} process(es); workdir {workdir}")
   if jax.process_index() == 0:
     with fileio.open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  if config.method not in ("finetune", "svm"):
-    raise ValueError(f"config.method={config.method!r}; expected 'finetune' or 'svm'")
+  if config.method not in ("finetune", "svm", "dsift"):
+    raise ValueError(f"config.method={config.method!r}; expected 'finetune', 'svm' or 'dsift'")
 
   # == Data: folder, split (manifest), per-split file lists ==========================================================
   root = data_dir_for(config.data, workdir)
-  rows, classes = load_split(config.data, root, workdir)
-  data = {"root": root, **{s: splits.examples(rows, classes, s) for s in ("train", "val", "test")}}
+  rows, classes, leak = load_split(config, root, workdir)
+  data = {"root": root, **{s: splits.examples(rows, classes, s) for s in ("train", "val", "test", "holdout")}}
   skipped = [(r.file, r.class_name, r.reason) for r in rows if r.split == "skipped"]
-  counts = {s: len(data[s][0]) for s in ("train", "val", "test")}
+  counts = {s: len(data[s][0]) for s in ("train", "val", "test", "holdout") if s != "holdout" or data[s][0]}
   log(f"Data {root}: {len(classes)} classes, {counts}; {len(skipped)} unreadable file(s) skipped"
       + "".join(f"\n  skipped {f}: {r}" for f, _, r in skipped))
+  if leak is not None:
+    log(("WARNING: leakage: " if leak["cross_split"] else "Leakage guard: ") + "\n".join(leakage.summary_lines(leak)))
   for s in ("train", "test"):
     if not counts[s]:
       raise ValueError(f"The {s} split is empty; check data.split and the folder {root}")
 
-  # == Model: registry backbone + fresh head; converted weights into the backbone ====================================
+  # == Method ========================================================================================================
+  te_files, te_labels = data["test"]
+  spec, pp = None, None
+  if config.method == "dsift":
+    by_split, heldout = run_dsift(config, workdir, data, len(classes))
+    step, which = 0, "dsift"
+  else:
+    spec, pp, model, variables = build_model(config, classes, root)
+    mesh = sharding.make_mesh()
+    method = finetune if config.method == "finetune" else fit_svm
+    result = method(config, workdir, model, variables, data, pp, mesh)
+    if result is None:
+      return None
+    final, step, which, heldout = result
+    predict = steps.make_predict_step(model, mesh, steps.compute_dtype(config.dtype))
+    by_split = {s: steps.run_batches(predict, final, root, *data[s], pp, config.input.eval_batch_size, mesh,
+                                     len(classes)) for s in ("test", "holdout") if data[s][0]}
+
+  # == Calibration on held-out training data, test metrics, report ===================================================
+  kind = "temperature" if config.method == "finetune" else "platt"
+  if not config.calibration.enabled:
+    cal = calibration.Calibrator("none", {}, 0, "calibration.enabled = False")
+  elif heldout is None:
+    cal = calibration.fit(kind, np.zeros((0, len(classes))), np.zeros(0, np.int32), len(classes))
+  else:
+    cal = calibration.fit(kind, heldout[0], heldout[1], len(classes))
+  raw = by_split["test"]
+  scores = calibration.softmax(raw) if config.method == "finetune" else raw
+  positive = classes.index(config.eval.positive_class) if config.eval.positive_class else 1
+  results = metrics_lib.compute(te_labels, scores, classes, "softmax" if config.method == "finetune" else
+                                "svm_margin", config.eval.bootstrap, config.seed, positive)
+  before, after = calibration.softmax(raw), cal(raw)
+  results["calibration"] = calibration.summary(before, after, te_labels, cal)
+  results["leakage"] = ({"cross_split": leak["cross_split"], "summary": leakage.summary_lines(leak)[0]}
+                        if leak is not None else None)
+  if config.eval.metadata:
+    meta = confounds.load(config.eval.metadata, [r.file for r in rows])
+    results["confounds"] = confounds.analyse(meta, rows, classes, te_files, te_labels, scores.argmax(1))
+    for w in results["confounds"]["warnings"]:
+      log(f"WARNING: confound: {w}")
+  if jax.process_index() == 0:
+    summary = {"method": config.method, "backbone": spec.name if spec else "dense SIFT + bag of words",
+               "workdir": workdir, "checkpoint_step": step, "checkpoint": which,
+               "init_checkpoint": config.init.checkpoint if spec else "none (no network)", "split_counts": counts,
+               "preprocessing": pp.to_dict() if pp else None, "data_dir": root, "paper_row": config.eval.paper_row,
+               "input_size": pp.input_size if pp else None}
+    report_dir = os.path.join(workdir, "report")
+    report.write(report_dir, results, te_files, te_labels, scores, classes, metric_writer.read_history(workdir),
+                 skipped, summary, probs=after, leak=leak)
+    with fileio.open(os.path.join(report_dir, calibration.CALIBRATION_FILE), "w") as f:
+      json.dump(cal.to_dict(), f, indent=2)
+    calibration.reliability_png(os.path.join(report_dir, "reliability.png"), before, after, te_labels,
+                                cal.describe())
+    if "holdout" in by_split:
+      report.write_scores(os.path.join(report_dir, "holdout_predictions.csv"), data["holdout"][0],
+                          data["holdout"][1], by_split["holdout"], cal(by_split["holdout"]), classes)
+  acc = results["accuracy"]
+  log(f"Test accuracy {100 * acc['value']:.1f}% "
+      + (f"(95% CI {100 * acc['ci95'][0]:.1f}-{100 * acc['ci95'][1]:.1f}) " if acc["ci95"] else "")
+      + f"on {len(te_files)} images; calibration: {cal.describe()}; report in {os.path.join(workdir, 'report')}")
+  return results
+
+
+def build_model(config, classes, root):
+  """Registry backbone + fresh head; converted weights (init.checkpoint) merged into the backbone."""
   spec = models.get(config.model.backbone)
   pp = spec.preprocessing
   loaded = None
@@ -302,35 +447,7 @@ def run(config, workdir):
     log(f"Loaded backbone weights from {config.init.checkpoint} ({meta.get('source', 'unknown source')}).")
   log(f"Input {pp.input_size}x{pp.input_size} {pp.channel_order}, mean {pp.mean}, std {pp.std}.")
   warn_alignment(root, spec)
-
-  # == Method ========================================================================================================
-  method = finetune if config.method == "finetune" else fit_svm
-  result = method(config, workdir, model, variables, data, pp, mesh)
-  if result is None:
-    return None
-  final, step, which = result
-
-  # == Test evaluation and report ====================================================================================
-  te_files, te_labels = data["test"]
-  predict = steps.make_predict_step(model, mesh, steps.compute_dtype(config.dtype))
-  scores = steps.run_batches(predict, final, root, te_files, te_labels, pp, config.input.eval_batch_size,
-                             mesh, len(classes))
-  if config.method == "finetune":
-    scores = np.asarray(jax.nn.softmax(jnp.asarray(scores), -1))
-  positive = classes.index(config.eval.positive_class) if config.eval.positive_class else 1
-  results = metrics_lib.compute(te_labels, scores, classes, "softmax" if config.method == "finetune" else
-                                "svm_margin", config.eval.bootstrap, config.seed, positive)
-  if jax.process_index() == 0:
-    summary = {"method": config.method, "backbone": spec.name, "workdir": workdir, "checkpoint_step": step,
-               "checkpoint": which, "init_checkpoint": config.init.checkpoint, "split_counts": counts,
-               "preprocessing": pp.to_dict(), "data_dir": root}
-    report.write(os.path.join(workdir, "report"), results, te_files, te_labels, scores, classes,
-                 metric_writer.read_history(workdir), skipped, summary)
-  acc = results["accuracy"]
-  log(f"Test accuracy {100 * acc['value']:.1f}% "
-      + (f"(95% CI {100 * acc['ci95'][0]:.1f}-{100 * acc['ci95'][1]:.1f}) " if acc["ci95"] else "")
-      + f"on {len(te_files)} images; report in {os.path.join(workdir, 'report')}")
-  return results
+  return spec, pp, model, variables
 
 
 def default_workdir():

@@ -41,3 +41,31 @@ def test_every_config_file_loads_and_names_its_command():
     assert "python -m jfacediag" in mod.__doc__ and "Expected" in mod.__doc__, path
     c = mod.get_config()
     assert set(c.keys()) == set(base_config.get_config().keys()), path
+
+
+def test_dsf_configs_cover_every_row_of_tables_3_to_6():
+  import glob, importlib.util, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  from jfacediag import models, paper  # pylint: disable=g-import-not-at-top
+  files = {os.path.basename(p)[:-3]: p for p in glob.glob(f"{REPO}/configs/dsf/*.py")}
+  assert set(files) == set(paper.ROWS)
+  rows = {t: [n for n, r in paper.ROWS.items() if t in {r.get("binary", {}).get("table"),
+                                                       r.get("multi", {}).get("table")}] for t in "3456"}
+  # Table 3: 2 DSIFT + 6 fine-tuned; Table 4: 6 DTL2; Table 5: all 14 of them on 5 classes; Table 6: 4 VGGFace2.
+  assert [len(rows[t]) for t in "3456"] == [8, 6, 14, 4]
+  assert sum("table" not in str(r) for r in paper.ROWS.values()) == 6  # The modern rows.
+  for name, path in files.items():
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = paper.ROWS[name]
+    for task in ("binary", "multi"):
+      c = mod.get_config(f"task={task}")
+      assert c.eval.paper_row == f"{name}/{task}" and c.method == row["method"]
+      assert len(c.data.classes.split(",")) == (2 if task == "binary" else 5)
+      if row["method"] == "finetune":
+        assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 5e-5, 0.9, 5e-4)
+      if row["weights"]:
+        assert models.get(c.model.backbone) and c.init.checkpoint
+      if task in row:  # The docstring names the paper's number for this row.
+        assert f"acc {row[task]['acc']}" in mod.__doc__, (name, task)
+    assert "convert_weights.py" in mod.__doc__ or "builtin" in mod.__doc__ or row["method"] == "dsift", name

@@ -121,6 +121,24 @@ def test_presplit_folders_are_used_as_they_are(tmp_path):
   assert sum(r.split == "train" for r in rows) == 8 and sum(r.split == "test" for r in rows) == 4
 
 
+def test_kfold_on_presplit_folders_keeps_test_as_holdout(tmp_path):
+  for part, n in (("train", 10), ("test", 4)):
+    toy.make_folder(str(tmp_path / part), num_classes=2, per_class=n, size=16)
+  layout, classes, rows = splits.scan(str(tmp_path), show_progress=False)
+  tested = []
+  for fold in range(5):
+    fresh = [splits.Row(r.file, r.class_name, r.split) for r in rows]
+    settings = splits.assign(fresh, classes, layout, data_cfg(split="kfold", num_folds=5, fold=fold))
+    assert settings["kfold_on"] == "train"
+    assert {r.file for r in fresh if r.split == "holdout"} == {r.file for r in rows if r.file.startswith("test/")}
+    tested += [r.file for r in fresh if r.split == "test"]
+    assert all(f.startswith("train/") for f in tested)
+  assert len(tested) == len(set(tested)) == 20
+  fresh = [splits.Row(r.file, r.class_name, r.split) for r in rows]
+  splits.assign(fresh, classes, layout, data_cfg(split="kfold", num_folds=4, kfold_on="all"))
+  assert sum(r.split == "test" for r in fresh) == 7 and not any(r.split == "holdout" for r in fresh)
+
+
 def test_manifest_round_trip_and_settings_check(tmp_path, scanned):
   layout, classes, _ = scanned
   rows = _assign(scanned, split="per_class", train_per_class=12, test_per_class=6)

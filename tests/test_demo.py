@@ -27,6 +27,11 @@ def test_demo_runs_end_to_end_and_dtl2_beats_the_majority_rate(tmp_path):
       assert (report / name).exists(), f"{method}: {name} missing"
     m = json.loads((report / "metrics.json").read_text())
     assert m["num_test"] == 80 and m["majority_rate"] == 0.5 and m["run"]["init_checkpoint"] == "builtin:sface"
+    # Calibrated on held-out training data (DTL1: the 20% validation split; DTL2: cross-validated margins).
+    assert m["calibration"]["method"] == {"svm": "platt", "finetune": "temperature"}[method]
+    leak = json.loads((workdir / method / "leakage.json").read_text())
+    assert leak["embedder"] == "builtin:sface" and leak["files"] == 200  # Real faces through the identity check.
+    print(f"demo {method}: leakage {leak['cross_split']}; calibration {m['calibration']}")
     print(f"demo {method}: accuracy {m['accuracy']}")
   dtl2 = json.loads((workdir / "svm" / "report" / "metrics.json").read_text())["accuracy"]
   # Above the majority-class rate, and so is the lower end of both 95% intervals.

@@ -100,7 +100,7 @@ def _cli(workdir, data, *extra):
 
 
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
-  epochs = "--config.train.epochs=40"  # 72 train images / 16 = 4.5 steps an epoch, 180 steps.
+  epochs = "--config.train.epochs=20"  # 72 train images / 16 = 4.5 steps an epoch, 90 steps.
   subprocess.run(_cli(tmp_path / "straight", toy_dir, epochs), check=True, env=subprocess_env(), cwd=REPO,
                  capture_output=True, timeout=600)
   proc = subprocess.Popen(_cli(tmp_path / "killed", toy_dir, epochs), env=subprocess_env(), cwd=REPO,
@@ -115,11 +115,11 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
   out = proc.communicate(timeout=300)[0].decode()
   assert proc.returncode == 143, out[-2000:]
   stopped, _ = final_params(tmp_path / "killed")
-  assert 10 <= stopped < 180 and stopped % 4.5 != 0, stopped  # Saved where it was, mid-epoch.
+  assert 10 <= stopped < 90 and stopped % 4.5 != 0, stopped  # Saved where it was, mid-epoch.
   subprocess.run(_cli(tmp_path / "killed", toy_dir, epochs), check=True, env=subprocess_env(), cwd=REPO,
                  capture_output=True, timeout=600)
   (s1, want), (s2, got) = final_params(tmp_path / "straight"), final_params(tmp_path / "killed")
-  assert s1 == s2 == 180
+  assert s1 == s2 == 90
   for a, b in zip(want, got):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 

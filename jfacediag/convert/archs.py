@@ -64,7 +64,13 @@ def _backbone(name, torch_ref, **kw):
 
 _MTCNN_PP = Preprocessing(12, 12, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0))
 
+_ALEXNET = tuple((rf"^conv{i + 1}$", f"features.{n}") for i, n in enumerate((0, 3, 6, 8, 10))) + (
+    (r"^fc6$", "classifier.1"), (r"^fc7$", "classifier.4"))
+
 ARCHS = {a.name: a for a in [
+    _backbone("alexnet", _ref(lambda t, n: t.TorchvisionAlexNet(n or 1000)), rename=_ALEXNET,
+              nchw={"fc6": (256, 6, 6)}, head="classifier.6", verify_size=112, classes=(1000,),
+              note="torchvision ImageNet alexnet (alexnet-owt-7be5be79.pth)"),
     _backbone("vgg16", _ref(lambda t, n: t.TorchvisionVGG16(n or 1000)), rename=_torchvision_vgg_names(),
               nchw={"fc6": (512, 7, 7)}, head="classifier.6", verify_size=32, classes=(1000,),
               note="torchvision ImageNet vgg16 (vgg16-397923af.pth)"),

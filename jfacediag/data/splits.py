@@ -26,7 +26,7 @@ SPLIT_SETTINGS = "split.json"
 class Row:
   file: str  # Relative to the data dir, with "/" separators.
   class_name: str
-  split: str  # train | val | test | unused | skipped
+  split: str  # train | val | test | holdout (kfold on train/+test/ folders) | unused | skipped
   reason: str = ""
 
 
@@ -101,51 +101,127 @@ def settings_for(cfg, layout):
   settings.update({"per_class": dict(train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class),
                    "fraction": dict(test_fraction=cfg.test_fraction),
                    "kfold": dict(num_folds=cfg.num_folds, fold=cfg.fold)}.get(strategy, {}))
+  if cfg.group_by:  # Only when set, so manifests written before group_by existed still match.
+    settings["group_by"] = cfg.group_by
+  if strategy == "kfold" and layout == "folders":
+    if cfg.kfold_on not in ("train", "all"):
+      raise ValueError(f"data.kfold_on={cfg.kfold_on!r}; expected 'train' or 'all'")
+    settings["kfold_on"] = cfg.kfold_on
   return settings
 
 
-def assign(rows, classes, layout, cfg):
-  """Fills in each usable row's split from the data config (`cfg` = config.data). Returns the settings used."""
+def _units(members, group_of):
+  """Members bundled by group (a group keeps its first member's position); each unit is a list of rows."""
+  if group_of is None:
+    return [[r] for r in members]
+  units = {}
+  for r in members:
+    units.setdefault(group_of[r.file], []).append(r)
+  return list(units.values())
+
+
+def _per_class(usable, classes, cfg, rng, group_of):
+  need = cfg.train_per_class + cfg.test_per_class
+  for cls in classes:
+    n = sum(r.class_name == cls for r in usable)
+    if n < need:
+      raise ValueError(f"class {cls!r} has {n} readable images; data.split='per_class' needs "
+                       f"train_per_class + test_per_class = {cfg.train_per_class} + {cfg.test_per_class} = {need}")
+  if group_of is None:
+    for cls in classes:
+      members = [r for r in usable if r.class_name == cls]
+      for rank, i in enumerate(rng.permutation(len(members))):
+        members[i].split = "train" if rank < cfg.train_per_class else "test" if rank < need else "unused"
+    return
+  # Groups (which may span classes) go whole into train while every class of theirs fits, else into test, else
+  # unused: counts never exceed the caps; a class can fall short when its images come in large groups.
+  units = _units(usable, group_of)
+  caps = {"train": cfg.train_per_class, "test": cfg.test_per_class}
+  count = {s: {c: 0 for c in classes} for s in caps}
+  for i in rng.permutation(len(units)):
+    need_by = {}
+    for r in units[i]:
+      need_by[r.class_name] = need_by.get(r.class_name, 0) + 1
+    dest = next((s for s in ("train", "test") if all(count[s][c] + k <= caps[s] for c, k in need_by.items())),
+                "unused")
+    for r in units[i]:
+      r.split = dest
+      if dest != "unused":
+        count[dest][r.class_name] += 1
+
+
+def _fraction(usable, classes, cfg, rng, group_of):
+  for cls in classes:
+    members = [r for r in usable if r.class_name == cls]
+    n_test = int(round(cfg.test_fraction * len(members)))
+    if not 0 < n_test < len(members):
+      raise ValueError(f"class {cls!r}: test_fraction={cfg.test_fraction} of {len(members)} images gives "
+                       f"{n_test} test images; need at least 1 in each of train and test")
+  units = _units(usable, group_of)
+  target = {c: int(round(cfg.test_fraction * sum(r.class_name == c for r in usable))) for c in classes}
+  count = {c: 0 for c in classes}
+  for i in rng.permutation(len(units)):
+    cls = units[i][0].class_name
+    dest = "test" if count[cls] < target[cls] else "train"
+    for r in units[i]:
+      r.split = dest
+      count[r.class_name] += dest == "test"
+
+
+def _kfold(usable, classes, cfg, group_of):
+  if not 0 <= cfg.fold < cfg.num_folds:
+    raise ValueError(f"data.fold={cfg.fold} is outside 0..num_folds-1={cfg.num_folds - 1}")
+  labels = np.array([classes.index(r.class_name) for r in usable])
+  if np.bincount(labels, minlength=len(classes)).min() < cfg.num_folds:
+    raise ValueError(f"data.num_folds={cfg.num_folds} exceeds the images of the smallest class "
+                     f"({np.bincount(labels, minlength=len(classes)).min()})")
+  if group_of is None:
+    kf = model_selection.StratifiedKFold(cfg.num_folds, shuffle=True, random_state=cfg.split_seed)
+    folds = kf.split(np.zeros(len(labels)), labels)
+  else:
+    kf = model_selection.StratifiedGroupKFold(cfg.num_folds, shuffle=True, random_state=cfg.split_seed)
+    folds = kf.split(np.zeros(len(labels)), labels, [group_of[r.file] for r in usable])
+  _, test_idx = list(folds)[cfg.fold]
+  test_set = set(test_idx.tolist())
+  for i, r in enumerate(usable):
+    r.split = "test" if i in test_set else "train"
+
+
+def assign(rows, classes, layout, cfg, group_of=None):
+  """Fills in each usable row's split from the data config (`cfg` = config.data). Returns the settings used.
+
+  group_of ({file: cluster id}, for data.group_by) keeps each cluster in one split. With the `folders` layout,
+  data.split='kfold' folds the train/ (and val/) images and marks test/ as `holdout` (data.kfold_on='train'):
+  cross-validation on the training part, every fold model also scored on the fixed test set (jfacediag.cv's fold
+  ensemble); data.kfold_on='all' folds every image and ignores the folders.
+  """
   settings = settings_for(cfg, layout)
   strategy = settings["strategy"]
   usable = [r for r in rows if r.split != "skipped"]
+  rng = np.random.default_rng(cfg.split_seed)
   if strategy == "folders":
     if layout != "folders":
       raise ValueError(f"data.split='folders' needs train/ and test/ folders under {cfg.dir!r}")
+    if group_of is not None:
+      raise ValueError("data.group_by needs a split jfacediag draws (per_class, fraction or kfold); the train/ and "
+                       "test/ folders are a fixed split (leakage across them is still reported)")
+  elif strategy == "kfold":
+    if layout == "folders" and cfg.kfold_on == "all":
+      for r in usable:
+        r.split = ""
+    elif layout == "folders":
+      for r in usable:
+        r.split = "holdout" if r.split == "test" else ""
+      usable = [r for r in usable if r.split != "holdout"]
+    _kfold(usable, classes, cfg, group_of)
   else:
     if layout == "folders":
-      raise ValueError(f"{cfg.dir!r} is already split into train/ and test/; use data.split='folders' or 'auto'")
-    rng = np.random.default_rng(cfg.split_seed)
+      raise ValueError(f"{cfg.dir!r} is already split into train/ and test/; use data.split='folders', 'kfold' "
+                       "or 'auto'")
     if strategy == "per_class":
-      for cls in classes:
-        members = [r for r in usable if r.class_name == cls]
-        need = cfg.train_per_class + cfg.test_per_class
-        if len(members) < need:
-          raise ValueError(f"class {cls!r} has {len(members)} readable images; data.split='per_class' needs "
-                           f"train_per_class + test_per_class = {cfg.train_per_class} + {cfg.test_per_class} = {need}")
-        order = rng.permutation(len(members))
-        for rank, i in enumerate(order):
-          members[i].split = ("train" if rank < cfg.train_per_class else
-                              "test" if rank < need else "unused")
+      _per_class(usable, classes, cfg, rng, group_of)
     elif strategy == "fraction":
-      for cls in classes:
-        members = [r for r in usable if r.class_name == cls]
-        n_test = int(round(cfg.test_fraction * len(members)))
-        if not 0 < n_test < len(members):
-          raise ValueError(f"class {cls!r}: test_fraction={cfg.test_fraction} of {len(members)} images gives "
-                           f"{n_test} test images; need at least 1 in each of train and test")
-        order = rng.permutation(len(members))
-        for rank, i in enumerate(order):
-          members[i].split = "test" if rank < n_test else "train"
-    elif strategy == "kfold":
-      if not 0 <= cfg.fold < cfg.num_folds:
-        raise ValueError(f"data.fold={cfg.fold} is outside 0..num_folds-1={cfg.num_folds - 1}")
-      labels = np.array([classes.index(r.class_name) for r in usable])
-      kf = model_selection.StratifiedKFold(cfg.num_folds, shuffle=True, random_state=cfg.split_seed)
-      _, test_idx = list(kf.split(np.zeros(len(labels)), labels))[cfg.fold]
-      test_set = set(test_idx.tolist())
-      for i, r in enumerate(usable):
-        r.split = "test" if i in test_set else "train"
+      _fraction(usable, classes, cfg, rng, group_of)
     else:
       raise ValueError(f"data.split={cfg.split!r}; expected one of auto, folders, per_class, fraction, kfold")
 
@@ -159,8 +235,13 @@ def assign(rows, classes, layout, cfg):
       if n_val >= len(members):
         raise ValueError(f"class {cls!r}: val_fraction={cfg.val_fraction} leaves no training image "
                          f"({len(members)} in train)")
-      for i in vrng.permutation(len(members))[:n_val]:
-        members[i].split = "val"
+      units, taken = _units(members, group_of), 0
+      for i in vrng.permutation(len(units)):
+        if taken >= n_val:
+          break
+        for r in units[i]:
+          if r.class_name == cls:
+            r.split, taken = "val", taken + 1
   return settings
 
 

@@ -6,7 +6,7 @@ A backbone module maps an NHWC float32 batch to the feature layer, the layer bef
 import dataclasses
 from typing import Callable
 
-from jfacediag.models import inception_resnet_v1, iresnet, resnet, sface, vgg
+from jfacediag.models import alexnet, inception_resnet_v1, iresnet, resnet, sface, vgg
 from jfacediag.models.preprocessing import IMAGENET, Preprocessing
 
 
@@ -55,6 +55,7 @@ _resnet("resnet_tiny", (1, 1, 1, 1), "basic", width=8, style="", cam="layer3_0")
 
 # == Face-recognition and ImageNet backbones with converters (tools/convert_weights.py) ================================
 # ImageNet and VGG-Face backbones take the paper's own landmark alignment at 224 ("paper" style).
+register(Backbone("alexnet", alexnet.AlexNet, IMAGENET, 4096, "fc7 after ReLU (4096)", "paper", "conv5"))
 register(Backbone("vgg16", lambda: vgg.VGG16(adaptive_pool=True), IMAGENET, 4096, "fc7 after ReLU (4096)", "paper",
                   "conv5_3"))
 # VGG-Face: 0-255 RGB minus the MatConvNet mean (albanie's vgg_face_dag); the Caffe/.t7 release expects BGR.

@@ -1,10 +1,28 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
 adaptive average pooling, a depthwise conv that trains fast on CPU. Padding is always explicit (conversion.md §3)."""
+import contextlib
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+_AS_CONVOLUTIONS = [False]
+
+
+@contextlib.contextmanager
+def as_convolutions():
+  """Traces ImageConv and DepthwiseConv as convolutions on every backend (jfacediag.flops counts conv ops)."""
+  _AS_CONVOLUTIONS[0] = True
+  try:
+    yield
+  finally:
+    _AS_CONVOLUTIONS[0] = False
+
+
+def _cpu_form():
+  return jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0]
 
 
 class PReLU(nn.Module):
@@ -53,7 +71,7 @@ class ImageConv(nn.Module):
   def __call__(self, x):
     k, s, p = self.kernel_size, self.stride, self.padding
     w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features)).astype(x.dtype)
-    if jax.default_backend() != "cpu":
+    if not _cpu_form():
       y = jax.lax.conv_general_dilated(x, w, (s, s), pad(p), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     else:
       xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
@@ -82,7 +100,7 @@ class DepthwiseConv(nn.Module):
   def __call__(self, x):
     k, s, p, c = self.kernel_size, self.stride, self.padding, x.shape[-1]
     w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c)).astype(x.dtype)
-    if jax.default_backend() != "cpu":
+    if not _cpu_form():
       return jax.lax.conv_general_dilated(x, w, (s, s), pad(p), dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                           feature_group_count=c)
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))

@@ -12,6 +12,26 @@ from torch import nn
 import torch.nn.functional as F
 
 
+# == AlexNet ==========================================================================================================
+class TorchvisionAlexNet(nn.Module):
+  """torchvision.models.alexnet: `features.{0,3,6,8,10}`, `classifier.{1,4,6}`."""
+
+  def __init__(self, num_classes=1000):
+    super().__init__()
+    self.features = nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(True), nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(3, 2))
+    self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+    self.classifier = nn.Sequential(nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(True), nn.Dropout(),
+                                    nn.Linear(4096, 4096), nn.ReLU(True), nn.Linear(4096, num_classes))
+
+  def forward(self, x):
+    f = self.classifier[:6](torch.flatten(self.avgpool(self.features(x)), 1))
+    return f, self.classifier[6](f)
+
+
 # == VGG-16 ===========================================================================================================
 _VGG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
