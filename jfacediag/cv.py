@@ -208,9 +208,13 @@ def aggregate(config, workdir, folds, repeats):
   keys = [k for k in per_fold[0] if k not in ("fold", "test", "train", "val")]
   out["summary"] = {k: summarise([p.get(k) for p in per_fold], n_test, n_train) for k in keys}
   # Pooled out-of-fold accuracy per complete repeat (every image tested once).
-  out["pooled_accuracy_per_repeat"] = {
-      r: float(np.mean([row["correct"] == "1" for rows in fl for row in rows])) for r, fl in oof.items()
-      if len(fl) == folds}
+  out["pooled_accuracy_per_repeat"] = {}
+  for r, fl in oof.items():
+    if len(fl) == folds:
+      correct = [row["correct"] == "1" for rows in fl for row in rows]
+      cp = stats.binomtest(int(sum(correct)), len(correct)).proportion_ci(0.95, method="exact")
+      out["pooled_accuracy_per_repeat"][r] = {"value": float(np.mean(correct)), "images": len(correct),
+                                              "clopper_pearson95": [float(cp.low), float(cp.high)]}
   if holdout:
     out["ensemble"] = {"on": "holdout (test/ folder), every finished fold model", **_ensemble(holdout, classes,
                                                                                              config)}
@@ -233,7 +237,8 @@ def write(workdir, result):
       w.writeheader()
       w.writerows(result["per_fold"])
   c = result["config"]
-  md = [f"# Cross-validation: {c['method']} on {c['model']['backbone']}", "",
+  on = "dense SIFT" if c["method"] == "dsift" else c["model"]["backbone"]
+  md = [f"# Cross-validation: {c['method']} on {on}", "",
         f"{result['folds']}-fold x {result['repeats']} repeats, stratified; {result['finished']}/{result['total']} "
         "folds finished" + ("" if result["finished"] == result["total"] else " (rerun the command to finish)") + ".",
         ""]
@@ -244,12 +249,16 @@ def write(workdir, result):
       ci = f"[{_pct(s['ci95'][0])}, {_pct(s['ci95'][1])}]" if s["ci95"] else "n/a"
       spread = f"[{_pct(s['spread95'][0])}, {_pct(s['spread95'][1])}]" if s["spread95"] else "n/a"
       md.append(f"| {k} | {_pct(s['mean'])} | {ci} | {spread} | {_pct(s['std'])} |")
-    md += ["", "Pooled out-of-fold accuracy per repeat: " + ", ".join(
-        f"{r} {_pct(a)}%" for r, a in result["pooled_accuracy_per_repeat"].items()), ""]
+    md += ["", "Pooled out-of-fold accuracy per repeat (every image tested once; exact binomial 95%): " + ", ".join(
+        f"{r} {_pct(a['value'])}% [{_pct(a['clopper_pearson95'][0])}, {_pct(a['clopper_pearson95'][1])}]"
+        for r, a in result["pooled_accuracy_per_repeat"].items()) + ". The corrected t interval above collapses "
+        "when every fold scores the same (all 100%); the exact interval does not.", ""]
     e = result["ensemble"]
     acc = e["metrics"]["accuracy"]
+    cp = acc["clopper_pearson95"]
     md += [f"**Fold ensemble** ({e['on']}; {e['images']} images, {e['models_per_image']:.1f} models per image): "
-           f"accuracy {_pct(acc['value'])}% [{_pct(acc['ci95'][0])}, {_pct(acc['ci95'][1])}] (bootstrap), AUC "
+           f"accuracy {_pct(acc['value'])}% [{_pct(acc['ci95'][0])}, {_pct(acc['ci95'][1])}] (bootstrap), "
+           f"[{_pct(cp[0])}, {_pct(cp[1])}] (exact binomial), AUC "
            + (f"{e['metrics']['roc_auc']['value']:.3f}" if e["metrics"]["roc_auc"]["value"] is not None else "n/a")
            + ".", "", "## Folds", "", "| fold | train+val | test | accuracy % | F1 % | AUC | ECE before/after |",
            "|---|---|---|---|---|---|---|"]
@@ -291,7 +300,8 @@ def main(argv):
     already = len(names) - len(pending)
     if _MAX_FOLDS.value:
       pending = pending[:_MAX_FOLDS.value]
-    train.log(f"jfacediag.cv: {folds}-fold x {repeats} repeats of {config.method} on {config.model.backbone}; "
+    on = "dense SIFT" if config.method == "dsift" else config.model.backbone
+    train.log(f"jfacediag.cv: {folds}-fold x {repeats} repeats of {config.method} on {on}; "
               f"{already} of {len(names)} folds already done; running {len(pending)} "
               + (f"in {_PARALLEL.value} processes" if _PARALLEL.value > 1 else "here, one after the other")
               + f"; workdir {workdir}")

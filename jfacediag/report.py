@@ -242,8 +242,10 @@ def table_row(kind, path):
       {"finetune": "DTL1 (fine-tune)", "svm": "DTL2 (features + SVM)"}.get(method, method)
       + f" {config['model']['backbone']}")
   return {"run": path, "label": label, "method": method, "backbone": config["model"]["backbone"] if method != "dsift"
-          else "-", "pretrain": row["pretrain"] if row else (config["init"]["checkpoint"] or "random init"),
-          "macs": macs, "xla_flops": xla, "input_size": size, "n_test": n_test, "classes": len(classes), "evaluation": evaluation,
+          else "-", "pretrain": row["pretrain"] if row else (
+              "- (no network)" if method == "dsift" else config["init"]["checkpoint"] or "random init"),
+          "macs": macs, "xla_flops": xla, "input_size": size, "n_test": n_test, "classes": len(classes),
+          "evaluation": evaluation,
           "values": vals, "paper_row": config["eval"].get("paper_row", ""),
           "paper": (row or {}).get(task) if row else None, "paper_flops": (row or {}).get("flops")}
 
