@@ -35,7 +35,8 @@ def parse(argv):
   return ap.parse_args(argv)
 
 
-def run(args):
+def run(args, quiet=False):
+  """Embeds args.images into args.out; quiet: no progress bar or per-file listing (the caller reports)."""
   variables, meta, pp = weights.load(builtin.resolve(args.weights))
   spec = models.get(meta["arch"])
   files = images.expand(args.images)
@@ -45,7 +46,8 @@ def run(args):
     if args.align:
       from jfacediag.align import detectors, styles  # pylint: disable=g-import-not-at-top
       det = detectors.make(args.detector, args.mtcnn_weights)
-    for i, f in enumerate(tqdm(files, desc="read" + (" + align" if det else ""), unit="img", leave=False)):
+    for i, f in enumerate(tqdm(files, desc="read" + (" + align" if det else ""), unit="img", leave=False,
+                               disable=quiet)):
       if not f.lower().endswith(images.IMAGE_EXTENSIONS):
         errors.append(f), reasons.append("not an image file extension")
         continue
@@ -77,6 +79,8 @@ def run(args):
   np.savez(args.out, embeddings=emb, files=np.array([f for f, _ in usable], dtype=str),
            no_face=np.array(no_face, dtype=str), errors=np.array(errors, dtype=str),
            error_reasons=np.array(reasons, dtype=str), arch=spec.name, weights=args.weights)
+  if quiet:
+    return emb
   print(f"{len(usable)} embeddings ({spec.name}, {spec.feature_dim}-d) -> {args.out}; no face: {len(no_face)}; "
         f"unreadable: {len(errors)}" + "".join(f"\n  no face: {f}" for f in no_face)
         + "".join(f"\n  unreadable: {f}: {r}" for f, r in zip(errors, reasons)), flush=True)

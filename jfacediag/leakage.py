@@ -70,7 +70,7 @@ def _embeddings(root, files, embedder):
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "emb.npz")
     embed.run(argparse.Namespace(weights=embedder, images=paths, out=out, align="arcface112", detector="yunet",
-                                 mtcnn_weights="", batch=32))
+                                 mtcnn_weights="", batch=32), quiet=True)
     z = np.load(out)
     index = {p: i for i, p in enumerate(z["files"].tolist())}
     emb = np.full((len(files), z["embeddings"].shape[1]), np.nan, np.float32)
@@ -97,6 +97,9 @@ def find_pairs(root, files, cfg, show_progress=True):
   out = {"files": len(files), "max_hamming": cfg.max_hamming, "min_correlation": cfg.min_correlation,
          "embedder": cfg.embedder, "threshold": None, "no_face": [], "pairs": pairs}
   if cfg.embedder and len(files) > 1:
+    if show_progress:
+      print(f"leakage: aligning and embedding {len(files)} images with {cfg.embedder} for the same-person check",
+            flush=True)
     emb, arch, no_face = _embeddings(root, files, cfg.embedder)
     threshold = cfg.threshold or VERIFICATION_THRESHOLDS.get(arch)
     if not threshold:

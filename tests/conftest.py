@@ -1,14 +1,23 @@
 """Shared helpers: small generated folders and configs sized for 2 CPU cores."""
+import atexit
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # `configs` is a folder of files, not an installed package.
+# One persistent XLA compilation cache for the session, shared with the subprocesses the tests start (they inherit
+# the environment): the same tiny programs are compiled by many tests and processes. Set before jax is imported.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jfacediag-test-xla-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jfacediag  # noqa: E402,F401  (sets the TF logging variables before anything imports TF)
 
