@@ -13,8 +13,9 @@ config already sets data.val_fraction) and reports the checkpoint that is best o
 choose C by an inner cross-validation on the training fold (svm.select_C). Calibration uses the same held-out
 data (jfacediag/calibration.py).
 
-Resumable: a finished fold (its report/metrics.json exists) is never rerun, an interrupted one resumes from its
-checkpoint; rerun the same command. --parallel N runs the pending folds in N processes (one after the other by
+Resumable: a finished fold (its cv_fold_done.json, written after its report, exists) is never rerun, an interrupted
+one resumes from its checkpoint (a killed process loses at most the steps since the last checkpoint); rerun the
+same command. --parallel N runs the pending folds in N processes (one after the other by
 default). A fold's checkpoints are deleted once its report is written (--keep_checkpoints keeps them; VGG-16 is
 0.5 GB per fold).
 
@@ -93,8 +94,11 @@ def check_settings(workdir, settings):
       json.dump(settings, f, indent=2)
 
 
+DONE = "cv_fold_done.json"  # Written after a fold's run has returned: its report is complete.
+
+
 def is_done(fold_dir):
-  return fileio.exists(os.path.join(fold_dir, "report", "metrics.json"))
+  return fileio.exists(os.path.join(fold_dir, DONE))
 
 
 def run_folds(config, workdir, root, names, inner_val, keep):
@@ -104,10 +108,13 @@ def run_folds(config, workdir, root, names, inner_val, keep):
     fold_dir = os.path.join(workdir, "folds", name)
     train.log(f"== CV fold {name} (repeat {r}, fold {f}) " + "=" * 50)
     c = fold_config(config, root, r, f, _FOLDS.value, inner_val, os.path.join(workdir, "leakage_pairs.json"))
-    if train.run(c, fold_dir) is None:
+    result = train.run(c, fold_dir)
+    if result is None:
       return False
     if not keep and fileio.exists(os.path.join(fold_dir, "checkpoints")):
       shutil.rmtree(os.path.join(fold_dir, "checkpoints"), ignore_errors=True)
+    with fileio.open(os.path.join(fold_dir, DONE), "w") as out:
+      json.dump({"repeat": r, "fold": f, "accuracy": result["accuracy"]["value"]}, out)
   return True
 
 

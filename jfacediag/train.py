@@ -272,8 +272,10 @@ def _save_heldout(workdir, scores, labels):
   if scores is None:
     return None
   if jax.process_index() == 0:
-    with fileio.open(os.path.join(workdir, HELDOUT_FILE), "wb") as f:
+    tmp = os.path.join(workdir, HELDOUT_FILE + ".tmp")
+    with fileio.open(tmp, "wb") as f:
       np.savez(f, scores=scores, labels=labels)
+    fileio.replace(tmp, os.path.join(workdir, HELDOUT_FILE))
   return scores, labels
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -151,26 +152,38 @@ def test_report_table_renders_two_finished_runs(dsift_runs, tmp_path, capsys):
 
 
 # == cross-validation ==================================================================================================
-def _cv(args, workdir):
-  cmd = [sys.executable, "-m", "jfacediag.cv", "--config", f"{REPO}/configs/toy.py:method=dsift", "--workdir",
-         str(workdir), "--folds", "5", "--repeats", "1", "--config.data.generate=", "--config.model.input_size=32",
-         "--config.dsift.vocabulary=16", *args]
-  r = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=600)
+def _cv_cmd(workdir, data, *args):
+  return [sys.executable, "-m", "jfacediag.cv", "--config", f"{REPO}/configs/toy.py:method=dsift", "--workdir",
+          str(workdir), "--folds", "5", "--repeats", "1", "--config.data.generate=", f"--config.data.dir={data}",
+          "--config.model.input_size=32", "--config.dsift.vocabulary=16", *args]
+
+
+def _cv(workdir, data, *args):
+  r = subprocess.run(_cv_cmd(workdir, data, *args), capture_output=True, text=True, env=subprocess_env(), cwd=REPO,
+                     timeout=600)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   return r.stdout
 
 
-def test_cv_partitions_never_tests_on_training_images_and_resumes(tmp_path):
+def test_cv_partitions_never_tests_on_training_images_and_resumes_after_a_kill(tmp_path):
   data = tmp_path / "data"
   toy.make_folder(str(data), num_classes=3, per_class=15, size=32, seed=2)
   wd = tmp_path / "cv"
-  out = _cv([f"--config.data.dir={data}", "--max_folds", "2"], wd)  # Stops after 2 folds, as if killed.
-  assert "0 of 5 folds already done; running 2" in out
-  assert json.loads((wd / "cv.json").read_text())["finished"] == 2
+  proc = subprocess.Popen(_cv_cmd(wd, data), env=subprocess_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None and len(list(wd.glob("folds/*/cv_fold_done.json"))) < 2:
+    time.sleep(0.02)
+  proc.kill()  # SIGKILL: no chance to clean up.
+  proc.wait()
+  killed_after = len(list(wd.glob("folds/*/cv_fold_done.json")))
+  assert 2 <= killed_after < 5, killed_after
   first = (wd / "folds" / "r00_f0" / "report" / "metrics.json").stat().st_mtime_ns
-  out = _cv([f"--config.data.dir={data}", "--parallel", "2"], wd)  # The rerun does the 3 missing folds only.
-  assert "2 of 5 folds already done; running 3" in out
-  assert (wd / "folds" / "r00_f0" / "report" / "metrics.json").stat().st_mtime_ns == first
+  out = _cv(wd, data, "--parallel", "2", "--max_folds", "2")  # Two of the missing folds, in 2 processes ...
+  assert f"{killed_after} of 5 folds already done; running {min(2, 5 - killed_after)}" in out
+  out = _cv(wd, data)  # ... then the rest, here.
+  assert f"{min(5, killed_after + 2)} of 5 folds already done" in out
+  assert (wd / "folds" / "r00_f0" / "report" / "metrics.json").stat().st_mtime_ns == first  # Never rerun.
   res = json.loads((wd / "cv.json").read_text())
   assert res["finished"] == 5
   tested = []
