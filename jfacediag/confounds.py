@@ -40,7 +40,6 @@ def load(path, files):
 
 def analyse(meta, rows, classes, test_files, test_labels, pred):
   """The confounds section of metrics.json: see the module docstring."""
-  files_set = set(test_files)
   attrs = sorted({a for v in meta.values() for a in v})
   out = {"attributes": {}, "missing_test_files": sorted(f for f in test_files if f not in meta), "warnings": []}
   by_file = {r.file: r for r in rows}
@@ -81,7 +80,6 @@ def analyse(meta, rows, classes, test_files, test_labels, pred):
           f"{100 * majority:.1f}% majority-class rate; chi-squared independence p = "
           + (f"{p:.2g}" if p is not None else "n/a") + ". Part of any result may be recognising the "
           f"{attr}; compare the per-{attr} accuracies.")
-  del files_set
   return out
 
 

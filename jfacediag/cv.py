@@ -148,18 +148,6 @@ def _read_csv(path):
   return list(csv.DictReader(io.StringIO(fileio.read_text(path), newline="")))
 
 
-def headline(m):
-  """The scalar metrics of one metrics.json: accuracy, precision/sensitivity/specificity/F1 (positive class for
-  two classes, macro otherwise), AUC, ECE before/after calibration."""
-  src = m["per_class"][m["positive_class"]] if "positive_class" in m else m["macro"]
-  out = {"accuracy": m["accuracy"]["value"], "precision": src["precision"]["value"],
-         "sensitivity": src["recall"]["value"], "specificity": src["specificity"]["value"], "f1": src["f1"]["value"],
-         "auc": m["roc_auc"]["value"]}
-  if m.get("calibration"):
-    out["ece_before"], out["ece_after"] = m["calibration"]["before"]["ece"], m["calibration"]["after"]["ece"]
-  return out
-
-
 def summarise(values, n_test, n_train):
   """mean, fold spread (percentiles) and the corrected resampled t interval of the mean (Nadeau & Bengio)."""
   v = np.array([x for x in values if x is not None], np.float64)
@@ -187,7 +175,7 @@ def _ensemble(rows_by_fold, classes, config):
   m = metrics_lib.compute(y, p, classes, "mean calibrated probability", config.eval.bootstrap or 1000, config.seed,
                           positive)
   return {"images": len(files), "models_per_image": float(np.mean([len(probs[f]) for f in files])),
-          "metrics": m, "headline": headline(m)}
+          "metrics": m}
 
 
 def aggregate(config, workdir, folds, repeats):
@@ -201,7 +189,7 @@ def aggregate(config, workdir, folds, repeats):
     classes = m["classes"]
     counts = m["run"]["split_counts"]
     per_fold.append({"fold": n, "test": m["num_test"], "train": counts["train"], "val": counts.get("val", 0),
-                     **headline(m)})
+                     **{k: v for k, (v, _) in metrics_lib.headline(m).items()}})
     oof.setdefault(n.split("_")[0], []).append(_read_csv(os.path.join(d, "report", "predictions.csv")))
     hp = os.path.join(d, "report", "holdout_predictions.csv")
     if fileio.exists(hp):

@@ -123,10 +123,7 @@ def heldout_scores(h, labels, num_classes, model, config, seed):
 
 def save(workdir, model):
   """Writes WORKDIR/dsift_model.npz atomically (a killed process leaves no half-written model)."""
-  tmp = os.path.join(workdir, MODEL_FILE + ".tmp")
-  with fileio.open(tmp, "wb") as f:
-    np.savez(f, **model)
-  fileio.replace(tmp, os.path.join(workdir, MODEL_FILE))
+  fileio.savez(os.path.join(workdir, MODEL_FILE), **model)
 
 
 def load(workdir):

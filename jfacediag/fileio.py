@@ -45,6 +45,14 @@ def replace(src, dst):
     os.replace(src, dst)
 
 
+def savez(path, **arrays):
+  """np.savez to `path` through a temporary file, so a killed process never leaves a half-written file."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, **arrays)
+  replace(path + ".tmp", path)
+
+
 def append(path, text):
   if is_remote(path):
     old = read_text(path) if exists(path) else ""

@@ -87,13 +87,14 @@ def find_pairs(root, files, cfg, show_progress=True):
   pairs = []
   dist = np.minimum(np.bitwise_count(ph[:, None] ^ ph[None, :]), np.bitwise_count(ph[:, None] ^ phm[None, :]))
   corr = np.maximum(th @ th.T, th @ thm.T)
-  for i in range(len(files)):
-    for j in range(i + 1, len(files)):
-      if exact[i] == exact[j]:
-        pairs.append({"a": files[i], "b": files[j], "kind": "exact", "score": 1.0})
-      elif dist[i, j] <= cfg.max_hamming and corr[i, j] >= cfg.min_correlation:
-        pairs.append({"a": files[i], "b": files[j], "kind": "near", "score": round(float(corr[i, j]), 4),
-                      "hamming": int(dist[i, j])})
+  ids = np.unique(exact, return_inverse=True)[1]
+  same = ids[:, None] == ids[None, :]
+  for i, j in zip(*np.nonzero(np.triu(same | ((dist <= cfg.max_hamming) & (corr >= cfg.min_correlation)), 1))):
+    if same[i, j]:
+      pairs.append({"a": files[i], "b": files[j], "kind": "exact", "score": 1.0})
+    else:
+      pairs.append({"a": files[i], "b": files[j], "kind": "near", "score": round(float(corr[i, j]), 4),
+                    "hamming": int(dist[i, j])})
   out = {"files": len(files), "max_hamming": cfg.max_hamming, "min_correlation": cfg.min_correlation,
          "embedder": cfg.embedder, "threshold": None, "no_face": [], "pairs": pairs}
   if cfg.embedder and len(files) > 1:

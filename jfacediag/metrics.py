@@ -78,3 +78,20 @@ def compute(y, scores, classes, score_type, bootstrap=1000, seed=0, positive=1):
   if k == 2:
     out["positive_class"] = classes[positive]
   return out
+
+
+HEADLINE = ("accuracy", "precision", "sensitivity", "specificity", "f1", "auc")
+
+
+def headline(m):
+  """{metric: (value, ci95 or None)} of a metrics.json dict: accuracy, then precision, sensitivity, specificity and
+  F1 of the positive class (two classes) or their macro averages, and ROC AUC; plus ECE before/after calibration
+  (no interval) when the run was calibrated."""
+  src = m["per_class"][m["positive_class"]] if "positive_class" in m else m["macro"]
+  pick = {"accuracy": m["accuracy"], "precision": src["precision"], "sensitivity": src["recall"],
+          "specificity": src["specificity"], "f1": src["f1"], "auc": m["roc_auc"]}
+  out = {k: (v["value"], v.get("ci95")) for k, v in pick.items()}
+  if m.get("calibration"):
+    out["ece_before"] = (m["calibration"]["before"]["ece"], None)
+    out["ece_after"] = (m["calibration"]["after"]["ece"], None)
+  return out

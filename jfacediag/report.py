@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as skm
 
-from jfacediag import confounds, fileio, leakage
+from jfacediag import confounds, fileio, leakage, metrics as metrics_lib
 
 
 def _save(fig, path):
@@ -179,7 +179,7 @@ def write_comparison(workdir, results, config):
 
 
 # == python -m jfacediag.report runs/* : the paper-format results table ================================================
-TABLE_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1", "auc")
+TABLE_METRICS = metrics_lib.HEADLINE
 PAPER_KEYS = {"accuracy": "acc", "precision": "prec", "sensitivity": "sens", "specificity": "spec", "f1": "f1",
               "auc": "auc"}
 
@@ -203,7 +203,7 @@ def _finished(path):
 
 def table_row(kind, path):
   """One results-table row: {metric: (value, low, high)} plus the facts of the run."""
-  from jfacediag import cv, flops, paper  # pylint: disable=g-import-not-at-top
+  from jfacediag import flops, paper  # pylint: disable=g-import-not-at-top
   if kind == "cv":
     res = json.loads(fileio.read_text(os.path.join(path, "cv.json")))
     config = res["config"]
@@ -222,12 +222,7 @@ def table_row(kind, path):
   else:
     m = json.loads(fileio.read_text(os.path.join(path, "report", "metrics.json")))
     config = json.loads(fileio.read_text(os.path.join(path, "config.json")))
-    head = cv.headline(m)
-    src = m["per_class"][m["positive_class"]] if "positive_class" in m else m["macro"]
-    cis = {"accuracy": m["accuracy"]["ci95"], "precision": src["precision"]["ci95"],
-           "sensitivity": src["recall"]["ci95"], "specificity": src["specificity"]["ci95"], "f1": src["f1"]["ci95"],
-           "auc": m["roc_auc"]["ci95"]}
-    vals = {k: (head[k], *(cis[k] or (None, None))) for k in TABLE_METRICS}
+    vals = {k: (v, *(ci or (None, None))) for k, (v, ci) in metrics_lib.headline(m).items() if k in TABLE_METRICS}
     evaluation = f"one split, {m['num_test']} test images, value [95% bootstrap]"
     n_test, classes = m["num_test"], m["classes"]
     size = (m["run"].get("preprocessing") or {}).get("input_size")

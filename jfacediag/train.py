@@ -272,10 +272,7 @@ def _save_heldout(workdir, scores, labels):
   if scores is None:
     return None
   if jax.process_index() == 0:
-    tmp = os.path.join(workdir, HELDOUT_FILE + ".tmp")
-    with fileio.open(tmp, "wb") as f:
-      np.savez(f, scores=scores, labels=labels)
-    fileio.replace(tmp, os.path.join(workdir, HELDOUT_FILE))
+    fileio.savez(os.path.join(workdir, HELDOUT_FILE), scores=scores, labels=labels)
   return scores, labels
 
 
