@@ -52,8 +52,17 @@ def get_config():
   c.leakage.max_hamming = 6  # Near-duplicate: perceptual hashes (64 bits) at most this many bits apart
   c.leakage.min_correlation = 0.97  # and 32x32 grey thumbnails correlated at least this much (mirror included).
   c.leakage.embedder = "builtin:sface"  # Face-recognition weights for same-person pairs; "" = no identity check.
-  c.leakage.threshold = 0.0  # Cosine at or above which two faces are one person; 0 = the embedder's (SFace 0.363).
-  c.leakage.cache = ""  # A JSON file of found pairs shared by runs on the same data (jfacediag.cv sets it).
+  # Same person: cosine at or above a threshold calibrated on the data's own pairs so that this fraction of pairs
+  # of different people pass (a normal fit through their median and MAD; never below the embedder's adult
+  # verification threshold, SFace 0.363). Adult thresholds link most children of one age group.
+  c.leakage.false_match_rate = 1e-4
+  c.leakage.threshold = 0.0  # A fixed cosine instead of the calibrated one (0 = calibrate).
+  # Same photo (another crop, scale, colour or mirror): cosine >= same_photo_min_cosine and at least this many SIFT
+  # keypoints of the two aligned faces mapped by one similarity transform (RANSAC inliers).
+  c.leakage.same_photo_min_cosine = 0.5
+  c.leakage.same_photo_inliers = 15
+  c.leakage.top_pairs = 20  # Pairs listed in the log, the report and the contact sheet (all: leakage_pairs.csv.gz).
+  c.leakage.cache = ""  # A gzip JSON file of found pairs shared by runs on the same data (jfacediag.cv sets it).
 
   # == Input pipeline ===============================================================================================
   c.input = ml_collections.ConfigDict()

@@ -107,7 +107,7 @@ def run_folds(config, workdir, root, names, inner_val, keep):
     r, f = map(int, re.match(r"r(\d+)_f(\d+)", name).groups())
     fold_dir = os.path.join(workdir, "folds", name)
     train.log(f"== CV fold {name} (repeat {r}, fold {f}) " + "=" * 50)
-    c = fold_config(config, root, r, f, _FOLDS.value, inner_val, os.path.join(workdir, "leakage_pairs.json"))
+    c = fold_config(config, root, r, f, _FOLDS.value, inner_val, os.path.join(workdir, "leakage_cache.json.gz"))
     result = train.run(c, fold_dir)
     if result is None:
       return False

@@ -12,14 +12,54 @@ import os
 import sys
 import tempfile
 
+import cv2
 import jax
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from jfacediag import models, sharding, steps
+from jfacediag.align import folder as align_folder
 from jfacediag.data import images
 from jfacediag.models import builtin, weights
+
+
+class Embedder:
+  """A converted backbone's feature layer on arrays of aligned crops, jit-compiled once, on every device.
+
+  `weights` is builtin:NAME or a weights directory. `__call__(crops)` takes uint8 RGB crops [n, S, S, 3] (resized to
+  the input side when S differs) and returns float32 [n, d], in batches padded to a multiple of the device count.
+  """
+
+  def __init__(self, weights_spec, batch=64):
+    variables, meta, self.pp = weights.load(builtin.resolve(weights_spec))
+    self.spec = models.get(meta["arch"])
+    self.mesh = sharding.make_mesh()
+    n = jax.device_count()
+    self.batch = max(n, batch // n * n)
+    module = self.spec.make()
+    self._fn = jax.jit(lambda v, x: module.apply(v, x), out_shardings=sharding.replicated(self.mesh))
+    self._vars = jax.device_put({"params": variables["params"], "batch_stats": variables["batch_stats"]},
+                                sharding.replicated(self.mesh))
+
+  def normalise(self, crops):
+    pp, s = self.pp, self.pp.input_size
+    x = np.stack([c if c.shape[:2] == (s, s) else cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA)
+                  for c in crops]).astype(np.float32)
+    if pp.channel_order == "BGR":
+      x = x[..., ::-1]
+    return (x - np.array(pp.mean, np.float32)) / np.array(pp.std, np.float32)
+
+  def __call__(self, crops):
+    out = np.zeros((len(crops), self.spec.feature_dim), np.float32)
+    for i in range(0, len(crops), self.batch):
+      x = self.normalise(crops[i:i + self.batch])
+      pad = np.zeros((self.batch,) + x.shape[1:], np.float32)
+      pad[:len(x)] = x
+      # Every process holds the whole batch; each puts the rows of its own devices (multi-process safe).
+      batch = jax.make_array_from_callback(pad.shape, sharding.batch_sharding(self.mesh), lambda idx: pad[idx])
+      out[i:i + len(x)] = np.asarray(jax.device_get(self._fn(self._vars, batch)))[:len(x)]
+    return out
 
 
 def parse(argv):
@@ -40,6 +80,8 @@ def run(args, quiet=False):
   variables, meta, pp = weights.load(builtin.resolve(args.weights))
   spec = models.get(meta["arch"])
   files = images.expand(args.images)
+  if args.align or any(os.path.isdir(p) and align_folder.settings(p) for p in args.images):
+    pp = pp.for_crops()  # Aligned crops are the network's input: not cropped a second time.
   usable, errors, reasons, no_face = [], [], [], []
   with tempfile.TemporaryDirectory() as tmp:
     det = None

@@ -1,41 +1,62 @@
-"""The leakage guard: duplicate images and same-person pairs that a split puts on both sides.
+"""The leakage guard: duplicate photos and one person's photos that a split puts on both sides.
 
-Small face sets gathered from publications and forums repeat images (re-encoded, resized, mirrored) and people.
-Before a run trains, every pair of usable images is checked for:
+Small face sets gathered from publications and forums repeat photos (re-encoded, resized, re-cropped, recoloured,
+mirrored) and people. Before a run trains, every pair of usable images is checked, and each pair gets its
+strongest kind:
   exact         identical decoded pixels (any container or file name);
   near          perceptual hash (DCT pHash, 64 bits) within leakage.max_hamming bits and pixel correlation of
-                32x32 grey thumbnails >= leakage.min_correlation, the mirrored image included: re-encoded, resized,
-                slightly recoloured or mirrored copies (aligned faces of different people share a layout, so the
-                hash alone is not enough: on the demo's LFW faces the highest correlation is 0.87, a JPEG-60 copy
-                at 70% size 0.999);
-  same_person   cosine similarity of face-recognition embeddings (leakage.embedder) at or above the embedder's
-                verification threshold: different photos of one person. Each image is aligned with YuNet first;
-                images without a detected face are not compared (counted in the report).
-Pairs whose two images fall in different splits (train / val / test, or a CV fold's train and test) are written to
-WORKDIR/leakage.json, printed and listed in the report. `data.group_by` = "duplicates" or "identity" (duplicates and
-same-person pairs) makes the split keep each connected cluster on one side.
+                32x32 grey thumbnails >= leakage.min_correlation, the mirror included: re-encoded, resized or
+                slightly recoloured copies of the whole image;
+  same_photo    one photo under another crop, scale, colour or mirror: face embeddings at cosine >=
+                leakage.same_photo_min_cosine and SIFT keypoints of the two aligned faces that one similarity
+                transform maps onto each other (>= leakage.same_photo_inliers RANSAC inliers, mirror included).
+                Different photos of one person, and different people, give a few inliers at most (measured: README);
+  same_person   face embeddings (leakage.embedder) at cosine >= the identity threshold: different photos of one
+                person. The threshold holds a stated false-match rate on the data set's own similarity
+                distribution (`calibrate`): an adult verification threshold links most children of one age group.
+Faces are YuNet-detected and aligned arcface112, except in a folder written by jfacediag.align in a template style
+(arcface112, paper), whose crops are used as they are; its centre-crop fallbacks count as photos without a face.
+
+`data.group_by` = "duplicates" keeps exact, near and same_photo clusters on one side of the split, "identity" also
+same-person clusters. Same-person clusters are average-linkage clusters cut at the threshold, so a chain of
+pairs A~B~C does not merge A with C unless the group's average similarity holds: no transitive chaining.
+
+Outputs (WORKDIR): leakage.json (counts per kind, thresholds, the similarity histogram, the top pairs across the
+split), leakage_pairs.csv.gz (every pair, with its splits), leakage_pairs.png (a contact sheet of the top pairs).
 """
-import argparse
+import csv
+import gzip
 import hashlib
+import io
 import json
 import os
-import tempfile
 
+import cv2
 import numpy as np
 from PIL import Image
-from scipy import fft
+from scipy import fft, stats
+from scipy.cluster import hierarchy
 from tqdm import tqdm
 
 from jfacediag import fileio
+from jfacediag.align import detectors, styles
+from jfacediag.align import folder as align_folder
 from jfacediag.data import images
 
-# Cosine thresholds at which the embedder's authors call two faces the same person.
+KINDS = ("exact", "near", "same_photo", "same_person")  # Strongest first.
+GROUP_KINDS = {"duplicates": ("exact", "near", "same_photo"), "identity": KINDS}
+# Cosine thresholds at which the embedder's authors call two adult faces the same person.
 VERIFICATION_THRESHOLDS = {
     "sface": 0.363,  # OpenCV zoo face_recognition_sface: cosine >= 0.363 (L2 <= 1.128) on aligned crops.
 }
+MIN_CALIBRATION_PAIRS = 300  # Fewer pairs (about 25 faces) estimate the tail too poorly: the embedder's threshold.
 LEAKAGE_FILE = "leakage.json"
+PAIRS_FILE = "leakage_pairs.csv.gz"
+SHEET_FILE = "leakage_pairs.png"
+HIST_EDGES = np.round(np.arange(-0.2, 1.0001, 0.1), 1)
 
 
+# == Image hashes ======================================================================================================
 def phash(rgb):
   """64-bit DCT perceptual hash of an RGB array (grey 32x32, top-left 8x8 DCT coefficients above their median)."""
   grey = np.asarray(Image.fromarray(rgb).convert("L").resize((32, 32), Image.LANCZOS), np.float64)
@@ -51,73 +72,247 @@ def thumbnail(rgb):
   return g / max(np.linalg.norm(g), 1e-9)
 
 
-def _hashes(root, files, show_progress):
-  exact, ph, ph_mirror, thumbs, thumbs_mirror = [], [], [], [], []
+def _duplicate_pairs(root, files, cfg, show_progress):
+  exact, ph, phm, th, thm = [], [], [], [], []
   for f in tqdm(files, desc="leakage: hash images", unit="img", disable=not show_progress, leave=False):
     rgb = images.load_rgb(os.path.join(root, f))
     mirror = np.ascontiguousarray(rgb[:, ::-1])
     exact.append(hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest())
-    ph.append(phash(rgb)), ph_mirror.append(phash(mirror))
-    thumbs.append(thumbnail(rgb)), thumbs_mirror.append(thumbnail(mirror))
-  return (exact, np.array(ph, np.uint64), np.array(ph_mirror, np.uint64), np.array(thumbs).reshape(len(files), -1),
-          np.array(thumbs_mirror).reshape(len(files), -1))
-
-
-def _embeddings(root, files, embedder):
-  """(embeddings [n, d] with NaN rows for images without a face, arch name, no-face files)."""
-  from jfacediag import embed  # pylint: disable=g-import-not-at-top
-  paths = [os.path.join(root, f) for f in files]
-  with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, "emb.npz")
-    embed.run(argparse.Namespace(weights=embedder, images=paths, out=out, align="arcface112", detector="yunet",
-                                 mtcnn_weights="", batch=32), quiet=True)
-    z = np.load(out)
-    index = {p: i for i, p in enumerate(z["files"].tolist())}
-    emb = np.full((len(files), z["embeddings"].shape[1]), np.nan, np.float32)
-    for k, p in enumerate(paths):
-      if p in index:
-        emb[k] = z["embeddings"][index[p]]
-    return emb, str(z["arch"]), [os.path.relpath(p, root).replace(os.sep, "/") for p in z["no_face"].tolist()]
-
-
-def find_pairs(root, files, cfg, show_progress=True):
-  """All duplicate and same-person pairs among `files` (relative to root). cfg = config.leakage."""
-  files = list(files)
-  exact, ph, phm, th, thm = _hashes(root, files, show_progress)
-  pairs = []
-  dist = np.minimum(np.bitwise_count(ph[:, None] ^ ph[None, :]), np.bitwise_count(ph[:, None] ^ phm[None, :]))
-  corr = np.maximum(th @ th.T, th @ thm.T)
+    ph.append(phash(rgb)), phm.append(phash(mirror))
+    th.append(thumbnail(rgb)), thm.append(thumbnail(mirror))
+  ph, phm = np.array(ph, np.uint64), np.array(phm, np.uint64)
+  th, thm = np.array(th, np.float32).reshape(len(files), -1), np.array(thm, np.float32).reshape(len(files), -1)
   ids = np.unique(exact, return_inverse=True)[1]
-  same = ids[:, None] == ids[None, :]
-  for i, j in zip(*np.nonzero(np.triu(same | ((dist <= cfg.max_hamming) & (corr >= cfg.min_correlation)), 1))):
-    if same[i, j]:
-      pairs.append({"a": files[i], "b": files[j], "kind": "exact", "score": 1.0})
+  pairs = {}
+  for lo in range(0, len(files), 1024):  # Row blocks: memory stays O(1024 n) for any folder size.
+    hi = min(lo + 1024, len(files))
+    dist = np.minimum(np.bitwise_count(ph[lo:hi, None] ^ ph[None, :]), np.bitwise_count(ph[lo:hi, None] ^ phm[None]))
+    corr = np.maximum(th[lo:hi] @ th.T, th[lo:hi] @ thm.T)
+    same = ids[lo:hi, None] == ids[None, :]
+    hit = same | ((dist <= cfg.max_hamming) & (corr >= cfg.min_correlation))
+    for i, j in zip(*np.nonzero(hit)):
+      i += lo
+      if i < j:
+        pairs[(i, j)] = ({"kind": "exact", "score": 1.0} if same[i - lo, j] else
+                         {"kind": "near", "score": round(float(corr[i - lo, j]), 4), "hamming": int(dist[i - lo, j])})
+  return pairs
+
+
+# == Faces =============================================================================================================
+class _Faces:
+  """One aligned face per file: crops for the embedder (arcface112) and for the same-photo check (224 px)."""
+
+  def __init__(self, root, files):
+    self.root, self.files = root, files
+    aligned = align_folder.settings(root)
+    self.template = bool(aligned) and aligned["style"] in ("arcface112", "paper")
+    self.landmarks = {}
+    if self.template:
+      self.fallback = {r["output"] for r in align_folder.read_rows(root, align_folder.MANIFEST) if r.get("fallback")}
+      self.how = f"the {aligned['style']} crops jfacediag.align wrote (no second detection)"
+      self.no_face_reason = "a centre-crop fallback of jfacediag.align: no face was found in the photo"
     else:
-      pairs.append({"a": files[i], "b": files[j], "kind": "near", "score": round(float(corr[i, j]), 4),
-                    "hamming": int(dist[i, j])})
-  out = {"files": len(files), "max_hamming": cfg.max_hamming, "min_correlation": cfg.min_correlation,
-         "embedder": cfg.embedder, "threshold": None, "no_face": [], "pairs": pairs}
-  if cfg.embedder and len(files) > 1:
-    if show_progress:
-      print(f"leakage: aligning and embedding {len(files)} images with {cfg.embedder} for the same-person check",
-            flush=True)
-    emb, arch, no_face = _embeddings(root, files, cfg.embedder)
-    threshold = cfg.threshold or VERIFICATION_THRESHOLDS.get(arch)
-    if not threshold:
-      raise ValueError(f"leakage.embedder={cfg.embedder!r} is a {arch} network with no known verification "
-                       f"threshold; set leakage.threshold (cosine) or use builtin:sface (0.363)")
-    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    cos = np.nan_to_num(unit @ unit.T, nan=-1.0)
-    seen = {(p["a"], p["b"]) for p in pairs}
-    for i, j in zip(*np.nonzero(np.triu(cos >= threshold, 1))):
-      if (files[i], files[j]) not in seen:
-        pairs.append({"a": files[i], "b": files[j], "kind": "same_person", "score": round(float(cos[i, j]), 4)})
-    out.update(threshold=float(threshold), arch=arch, no_face=no_face)
+      self.det = detectors.make("yunet")
+      self.how = "YuNet detection, arcface112 alignment"
+      self.no_face_reason = "YuNet found no face"
+
+  def crop(self, i, size):
+    """The face of file i at `size` (112: the embedder's crop; 224: the same-photo check's), None if faceless."""
+    f = self.files[i]
+    if self.template:
+      if f in self.fallback:
+        return None
+      img = images.load_rgb(os.path.join(self.root, f))
+      return img if img.shape[:2] == (size, size) else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    img = images.load_rgb(os.path.join(self.root, f))
+    if i not in self.landmarks:
+      faces = self.det.detect(img)
+      self.landmarks[i] = (max(faces, key=lambda x: (x.box[2] - x.box[0]) * (x.box[3] - x.box[1])).landmarks
+                           if faces else None)
+    if self.landmarks[i] is None:
+      return None
+    face = detectors.Face(np.zeros(4, np.float32), 0.0, self.landmarks[i])
+    return styles.align(img, face, "arcface112" if size == 112 else "paper", size)[0]
+
+
+def _embeddings(faces, embedder, show_progress):
+  """(unit embeddings [n, d] with NaN rows for faceless files, arch name)."""
+  from jfacediag import embed  # pylint: disable=g-import-not-at-top  (jax and the model, only when checking identity)
+  net = embed.Embedder(embedder)
+  n = len(faces.files)
+  emb = np.full((n, net.spec.feature_dim), np.nan, np.float32)
+  for lo in tqdm(range(0, n, 256), desc="leakage: align + embed", unit="x256 img", disable=not show_progress,
+                 leave=False):
+    crops = {i: faces.crop(i, 112) for i in range(lo, min(lo + 256, n))}
+    have = [i for i, c in crops.items() if c is not None]
+    if have:
+      e = net([crops[i] for i in have])
+      emb[have] = e / np.linalg.norm(e, axis=1, keepdims=True)
+  return emb, net.spec.name
+
+
+def calibrate(sample, rate, model_threshold=None):
+  """The identity threshold for a data set: its impostor similarities (`sample`, cosines of random pairs: nearly
+  all are different people) fitted by a normal distribution through their median and MAD, which the few
+  same-person pairs barely move; the threshold is the cosine above which a fraction `rate` of impostor pairs lies,
+  or the embedder's own verification threshold when that is higher."""
+  sample = np.asarray(sample, np.float64)
+  fit = {"false_match_rate": rate, "model_threshold": model_threshold, "pairs_sampled": int(len(sample))}
+  if len(sample) < MIN_CALIBRATION_PAIRS:
+    if model_threshold is None:
+      raise ValueError(f"{len(sample)} face pairs are too few to calibrate an identity threshold (need "
+                       f"{MIN_CALIBRATION_PAIRS}) and the embedder has no known one: set leakage.threshold")
+    return {**fit, "threshold": float(model_threshold), "median": None, "sigma": None,
+            "source": f"the embedder's ({model_threshold}): {len(sample)} pairs are too few to calibrate"}
+  median = float(np.median(sample))
+  sigma = float(1.4826 * np.median(np.abs(sample - median)))
+  fitted = median + float(stats.norm.isf(rate)) * sigma
+  threshold = max(fitted, model_threshold if model_threshold is not None else -1.0)
+  source = (f"calibrated: impostor median {median:.3f} + {stats.norm.isf(rate):.2f} sigma ({sigma:.3f}) = "
+            f"{fitted:.3f} for a false-match rate of {rate:g} per pair"
+            + (f"; the embedder's adult threshold {model_threshold} is higher" if fitted < (model_threshold or -1)
+               else ""))
+  return {**fit, "threshold": float(threshold), "median": median, "sigma": sigma, "fitted": float(fitted),
+          "source": source}
+
+
+_SIFT = []
+
+
+def _sift(crop):
+  if not _SIFT:
+    _SIFT.append(cv2.SIFT_create())
+  grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+  out = []
+  for g in (grey, np.ascontiguousarray(grey[:, ::-1])):
+    kp, desc = _SIFT[0].detectAndCompute(g, None)
+    out.append((np.float32([k.pt for k in kp]).reshape(-1, 2), desc))
   return out
 
 
+def sift_inliers(a, b):
+  """RANSAC inliers of one similarity transform between the SIFT keypoints of two 224 px aligned faces (`_sift`
+  outputs), the second also mirrored: tens to hundreds for one photo re-cropped, rescaled or recoloured, a handful
+  for different photos."""
+  (pa, da), best = a[0], 0
+  for pb, db in b:
+    if da is None or db is None or len(pa) < 3 or len(pb) < 3:
+      continue
+    matches = cv2.BFMatcher().knnMatch(da, db, k=2)
+    good = [m[0] for m in matches if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
+    if len(good) < 3:
+      continue
+    _, inl = cv2.estimateAffinePartial2D(pa[[g.queryIdx for g in good]], pb[[g.trainIdx for g in good]],
+                                         method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    best = max(best, int(inl.sum()) if inl is not None else 0)
+  return best
+
+
+def identity_clusters(files, emb, same_person, threshold):
+  """Average-linkage clusters, cut at `threshold`, inside each connected set of same-person pairs: {file: id}."""
+  parent = list(range(len(files)))
+
+  def root(i):
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+  for i, j in same_person:
+    parent[root(i)] = root(j)
+  comps = {}
+  for i in {k for p in same_person for k in p}:
+    comps.setdefault(root(i), []).append(i)
+  out, next_id = {}, 0
+  for members in comps.values():
+    members = sorted(members)
+    dist = np.clip(1.0 - emb[members] @ emb[members].T, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    labels = hierarchy.fcluster(hierarchy.linkage(dist[np.triu_indices(len(members), 1)], "average"),
+                                1.0 - threshold, "distance")
+    for i, label in zip(members, labels):
+      out[files[i]] = next_id + int(label)
+    next_id += int(labels.max()) + 1
+  return out
+
+
+def find_pairs(root, files, cfg, show_progress=True):
+  """Every duplicate, same-photo and same-person pair among `files` (relative to root). cfg = config.leakage."""
+  files = list(files)
+  pairs = _duplicate_pairs(root, files, cfg, show_progress)
+  out = {"files": len(files), "settings": {k: cfg[k] for k in ("max_hamming", "min_correlation", "embedder",
+                                                                 "threshold", "false_match_rate",
+                                                                 "same_photo_min_cosine", "same_photo_inliers")},
+         "identity": None, "no_face": [], "identity_clusters": {}}
+  if cfg.embedder and len(files) > 1:
+    if show_progress:
+      print(f"leakage: aligning and embedding {len(files)} images with {cfg.embedder}", flush=True)
+    faces = _Faces(root, files)
+    emb, arch = _embeddings(faces, cfg.embedder, show_progress)
+    have = np.nonzero(~np.isnan(emb[:, 0]))[0]
+    rng = np.random.default_rng(0)
+    m = len(have)
+    total = m * (m - 1) // 2
+    if total <= 2_000_000:
+      iu = np.triu_indices(m, 1)
+      sample = (emb[have[iu[0]]] * emb[have[iu[1]]]).sum(1)
+    else:  # Random pairs: the fit needs the bulk of the distribution, not every pair.
+      a, b = rng.integers(0, m, 2_000_000), rng.integers(0, m, 2_000_000)
+      sample = (emb[have[a[a != b]]] * emb[have[b[a != b]]]).sum(1)
+    model = VERIFICATION_THRESHOLDS.get(arch)
+    if cfg.threshold:
+      ident = {"threshold": float(cfg.threshold), "source": "leakage.threshold", "model_threshold": model,
+               "false_match_rate": None, "median": float(np.median(sample)) if len(sample) else None}
+    else:
+      ident = calibrate(sample, cfg.false_match_rate, model)
+    threshold = ident["threshold"]
+    lowest = min(threshold, cfg.same_photo_min_cosine)
+    hist = np.zeros(len(HIST_EDGES) - 1, np.int64)
+    above_model, candidates, sims = 0, [], {}
+    for lo in range(0, m, 1024):
+      block = emb[have[lo:lo + 1024]] @ emb[have].T
+      upper = np.arange(m)[None, :] > np.arange(lo, lo + block.shape[0])[:, None]  # Each pair once.
+      vals = block[upper]
+      hist += np.histogram(np.clip(vals, HIST_EDGES[0], HIST_EDGES[-1]), HIST_EDGES)[0]
+      if model is not None:
+        above_model += int((vals >= model).sum())
+      for r, c in zip(*np.nonzero(upper & (block >= lowest))):
+        i, j = int(have[lo + r]), int(have[c])
+        candidates.append((min(i, j), max(i, j)))
+        sims[candidates[-1]] = float(block[r, c])
+    inliers, descriptors = {}, {}
+    todo = [p for p in candidates if sims[p] >= cfg.same_photo_min_cosine and p not in pairs]
+    for i, j in tqdm(todo, desc="leakage: same-photo check", unit="pair", disable=not show_progress, leave=False):
+      for k in (i, j):
+        if k not in descriptors:
+          descriptors[k] = _sift(faces.crop(k, 224))
+      inliers[(i, j)] = sift_inliers(descriptors[i], descriptors[j])
+    same_person = []
+    for p in candidates:
+      if p in pairs:
+        continue
+      if inliers.get(p, 0) >= cfg.same_photo_inliers:
+        pairs[p] = {"kind": "same_photo", "score": round(sims[p], 4), "inliers": inliers[p]}
+      elif sims[p] >= threshold:
+        pairs[p] = {"kind": "same_person", "score": round(sims[p], 4)}
+        same_person.append(p)
+    ident.update(embedder=cfg.embedder, arch=arch, faces=faces.how, faces_compared=m, pairs_compared=total,
+                 expected_false_pairs=(round(total * ident["false_match_rate"], 1) if ident.get("fitted") is not None
+                                       and ident["fitted"] >= ident["threshold"] else None),
+                 above_model_threshold=above_model if model is not None else None,
+                 histogram={"edges": HIST_EDGES.tolist(), "counts": hist.tolist()},
+                 same_photo_checked=len(todo))
+    out.update(identity=ident, no_face=[files[i] for i in range(len(files)) if np.isnan(emb[i, 0])],
+               no_face_reason=faces.no_face_reason,
+               identity_clusters=identity_clusters(files, emb, same_person, threshold))
+  out["pairs"] = [{"a": files[i], "b": files[j], **v} for (i, j), v in sorted(pairs.items())]
+  return out
+
+
+# == Cache, groups, splits =============================================================================================
 def fingerprint(root, files, cfg):
-  h = hashlib.sha256(json.dumps([cfg.max_hamming, cfg.min_correlation, cfg.embedder, cfg.threshold]).encode())
+  settings = [cfg.max_hamming, cfg.min_correlation, cfg.embedder, cfg.threshold, cfg.false_match_rate,
+              cfg.same_photo_min_cosine, cfg.same_photo_inliers, 2]  # 2: the version of what find_pairs returns.
+  h = hashlib.sha256(json.dumps(settings).encode())
   for f in files:
     st = os.stat(os.path.join(root, f))
     h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -125,22 +320,29 @@ def fingerprint(root, files, cfg):
 
 
 def find_pairs_cached(root, files, cfg, cache_path, show_progress=True):
-  """find_pairs, reusing `cache_path` when it holds the result for the same files and settings."""
+  """find_pairs, reusing `cache_path` (gzip-compressed JSON) when it holds the result for the same files and
+  settings."""
   key = fingerprint(root, files, cfg)
   if cache_path and fileio.exists(cache_path):
-    cached = json.loads(fileio.read_text(cache_path))
+    try:
+      with fileio.open(cache_path, "rb") as f:
+        cached = json.loads(gzip.decompress(f.read()))
+    except (OSError, ValueError):
+      cached = {}  # Another format (an older release) or a torn file: computed again.
     if cached.get("fingerprint") == key:
       return cached
   found = {**find_pairs(root, files, cfg, show_progress), "fingerprint": key}
   if cache_path:
     fileio.makedirs(os.path.dirname(cache_path))
-    with fileio.open(cache_path, "w") as f:
-      json.dump(found, f, indent=1)
+    with fileio.open(cache_path + ".tmp", "wb") as f:
+      f.write(gzip.compress(json.dumps(found).encode()))
+    fileio.replace(cache_path + ".tmp", cache_path)
   return found
 
 
-def groups(files, pairs, kinds):
-  """Connected clusters of `pairs` of the given kinds: {file: group id}, singletons included."""
+def groups(files, found, kinds):
+  """{file: group id}, singletons included: connected clusters of the duplicate kinds in `kinds`, joined with the
+  average-linkage identity clusters when `kinds` holds same_person."""
   parent = {f: f for f in files}
 
   def root(f):
@@ -149,41 +351,174 @@ def groups(files, pairs, kinds):
       f = parent[f]
     return f
 
-  for p in pairs:
-    if p["kind"] in kinds and p["a"] in parent and p["b"] in parent:
+  for p in found["pairs"]:
+    if p["kind"] in kinds and p["kind"] != "same_person" and p["a"] in parent and p["b"] in parent:
       parent[root(p["a"])] = root(p["b"])
+  if "same_person" in kinds:
+    first = {}
+    for f, c in found.get("identity_clusters", {}).items():
+      if f in parent:
+        if c in first:
+          parent[root(f)] = root(first[c])
+        else:
+          first[c] = f
   ids = {}
   return {f: ids.setdefault(root(f), len(ids)) for f in files}
 
 
-GROUP_KINDS = {"duplicates": ("exact", "near"), "identity": ("exact", "near", "same_person")}
-
-
-def cross_split(found, split_of):
+def cross_split(pairs, split_of):
   """Pairs whose images lie in two different splits (of train, val, test, holdout), with the splits."""
   out = []
-  for p in found["pairs"]:
+  for p in pairs:
     sa, sb = split_of.get(p["a"]), split_of.get(p["b"])
     if sa and sb and sa != sb and {sa, sb} <= {"train", "val", "test", "holdout"}:
       out.append({**p, "split_a": sa, "split_b": sb})
   return out
 
 
-def summary_lines(leak):
-  """Human-readable lines for the log and report.md."""
+def _top(pairs, n):
+  """The n most alarming pairs: by kind (exact first), then by score."""
+  return sorted(pairs, key=lambda p: (KINDS.index(p["kind"]), -p["score"]))[:n]
+
+
+def summarise(found, split_of, group_by, top=20):
+  """The small result a run keeps (leakage.json, metrics.json, the report): counts, thresholds, the histogram and
+  the top pairs, never the full list."""
+  cross = cross_split(found["pairs"], split_of)
+  count = lambda ps: {k: sum(p["kind"] == k for p in ps) for k in KINDS}  # noqa: E731
+  return {"files": found["files"], "settings": found["settings"], "identity": found["identity"],
+          "no_face": len(found["no_face"]), "no_face_examples": found["no_face"][:10],
+          "no_face_reason": found.get("no_face_reason", ""), "group_by": group_by,
+          "pairs": count(found["pairs"]), "cross_split": count(cross), "top_cross_split": _top(cross, top),
+          "top_pairs": _top(found["pairs"], top), "pairs_file": PAIRS_FILE, "sheet_file": SHEET_FILE}
+
+
+def upgrade(leak):
+  """A leakage.json read back on resume; one from an older release (lists of every pair) is summarised."""
+  if not isinstance(leak.get("cross_split"), list):
+    return leak
+  count = lambda ps: {k: sum(p.get("kind") == k for p in ps) for k in KINDS}  # noqa: E731
+  return {"files": leak.get("files", 0), "settings": {}, "identity": None, "no_face": len(leak.get("no_face", [])),
+          "no_face_examples": leak.get("no_face", [])[:10], "no_face_reason": "", "group_by": leak.get("group_by", ""),
+          "pairs": count(leak.get("pairs", [])), "cross_split": count(leak["cross_split"]),
+          "top_cross_split": _top(leak["cross_split"], 20), "top_pairs": _top(leak.get("pairs", []), 20),
+          "pairs_file": LEAKAGE_FILE, "sheet_file": "(none: written by an older release)"}
+
+
+def write(workdir, found, leak, root, split_of):
+  """WORKDIR/leakage.json (the summary), leakage_pairs.csv.gz (every pair) and leakage_pairs.png (top pairs)."""
+  with fileio.open(os.path.join(workdir, LEAKAGE_FILE), "w") as f:
+    json.dump(leak, f, indent=1)
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(["a", "b", "kind", "score", "hamming", "inliers", "split_a", "split_b"])
+  for p in _top(found["pairs"], len(found["pairs"])):
+    w.writerow([p["a"], p["b"], p["kind"], p["score"], p.get("hamming", ""), p.get("inliers", ""),
+                split_of.get(p["a"], ""), split_of.get(p["b"], "")])
+  with fileio.open(os.path.join(workdir, PAIRS_FILE), "wb") as f:
+    f.write(gzip.compress(buf.getvalue().encode()))
+  shown = leak["top_cross_split"] or leak["top_pairs"]
+  if shown:
+    contact_sheet(root, shown, os.path.join(workdir, SHEET_FILE),
+                  "across the split" if leak["top_cross_split"] else "all in one split")
+
+
+def contact_sheet(root, pairs, path, what, side=112):
+  """One row per pair: both images (letterboxed squares), kind, score and splits."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  def square(f):
+    try:
+      img = images.load_rgb(os.path.join(root, f))
+    except images.UnreadableImage:
+      return np.zeros((side, side, 3), np.uint8)
+    s = side / max(img.shape[:2])
+    img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                     interpolation=cv2.INTER_AREA)
+    out = np.full((side, side, 3), 255, np.uint8)
+    y, x = (side - img.shape[0]) // 2, (side - img.shape[1]) // 2
+    out[y:y + img.shape[0], x:x + img.shape[1]] = img
+    return out
+
+  cols = 2
+  rows = -(-len(pairs) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols / 2, 2.1 * rows), squeeze=False)
+  for ax, p in zip(axes.ravel(), pairs):
+    ax.imshow(np.concatenate([square(p["a"]), np.full((side, 6, 3), 255, np.uint8), square(p["b"])], 1))
+    extra = f", {p['inliers']} inliers" if "inliers" in p else ""
+    where = f"\n{p['split_a']} / {p['split_b']}" if "split_a" in p else ""
+    name = lambda f: f[-28:].encode("ascii", "replace").decode()  # noqa: E731  (the plot font has no CJK glyphs)
+    ax.set_title(f"{p['kind']} {p['score']:.3f}{extra}{where}\n{name(p['a'])}\n{name(p['b'])}", fontsize=6)
+    ax.axis("off")
+  for ax in axes.ravel()[len(pairs):]:
+    ax.axis("off")
+  fig.suptitle(f"Leakage guard: top {len(pairs)} pairs {what}", fontsize=9)
+  fig.tight_layout()
+  fileio.makedirs(os.path.dirname(path))
+  with fileio.open(path, "wb") as f:
+    fig.savefig(f, dpi=110, format="png")
+  plt.close(fig)
+
+
+# == What the log and the report say ===================================================================================
+def _histogram_line(ident):
+  h = ident["histogram"]
+  parts = [f"{lo:+.1f}..{hi:+.1f}: {n:,}" for lo, hi, n in zip(h["edges"], h["edges"][1:], h["counts"]) if n]
+  return "cosine of face pairs: " + " | ".join(parts)
+
+
+def summary_lines(leak, top=10):
+  """Human-readable lines for the log and report.md: counts, thresholds, histogram, the top pairs."""
   if not leak:
     return ["Not checked (leakage.check = False)."]
-  cross = leak["cross_split"]
-  kinds = {k: sum(p["kind"] == k for p in leak["pairs"]) for k in ("exact", "near", "same_person")}
-  lines = [f"{leak['files']} images checked: {kinds['exact']} exact-duplicate, {kinds['near']} near-duplicate "
-           f"(pHash <= {leak['max_hamming']} bits, correlation >= {leak['min_correlation']}) and "
-           f"{kinds['same_person']} same-person pair(s)"
-           + (f" ({leak['embedder']}, cosine >= {leak['threshold']}; {len(leak['no_face'])} image(s) without a "
-              f"detected face not compared)" if leak.get("threshold") else " (no identity check: leakage.embedder "
-                                                                          "is empty)")
-           + f"; {len(cross)} pair(s) across splits"
-           + (f"; data.group_by={leak['group_by']!r} kept clusters together." if leak.get("group_by") else
-              (". Set data.group_by=identity to keep each cluster on one side." if cross else "."))]
-  lines += [f"  {p['kind']}: {p['a']} ({p['split_a']}) ~ {p['b']} ({p['split_b']}), score {p['score']}"
-            for p in cross]
+  n, c, x = leak["files"], leak["pairs"], leak["cross_split"]
+  kinds = ", ".join(f"{c[k]} {k.replace('_', '-')}" for k in KINDS)
+  lines = [f"{n} images checked: {kinds} pair(s); across the split: "
+           + ", ".join(f"{x[k]} {k.replace('_', '-')}" for k in KINDS)
+           + (f"; data.group_by={leak['group_by']!r} kept its clusters on one side." if leak.get("group_by") else
+              (". Set data.group_by=identity (or duplicates) to keep each cluster on one side."
+               if sum(x.values()) else "."))]
+  ident = leak.get("identity")
+  if ident:
+    lines.append(f"  identity threshold {ident['threshold']:.3f} ({ident['source']}); {ident['faces_compared']} "
+                 f"faces, {ident['pairs_compared']:,} pairs ({ident['faces']})"
+                 + (f"; expected false same-person pairs at that rate: {ident['expected_false_pairs']:g}"
+                    if ident.get("expected_false_pairs") is not None else "")
+                 + (f"; the adult threshold {ident['model_threshold']} would flag {ident['above_model_threshold']:,} "
+                    f"pairs ({100 * ident['above_model_threshold'] / max(1, ident['pairs_compared']):.1f}%)"
+                    if ident.get("above_model_threshold") is not None and ident["threshold"] != ident["model_threshold"]
+                    else "") + ".")
+    lines.append("  " + _histogram_line(ident))
+    if leak["no_face"]:
+      lines.append(f"  {leak['no_face']} image(s) not compared by identity: {leak['no_face_reason']} (e.g. "
+                   f"{', '.join(leak['no_face_examples'][:3])}).")
+  else:
+    lines.append("  No identity check (leakage.embedder is empty): duplicates only.")
+  shown = leak["top_cross_split"][:top]
+  if shown:
+    lines.append(f"  Top {len(shown)} of {sum(x.values())} pairs across the split (all in {leak['pairs_file']}; "
+                 f"contact sheet {leak['sheet_file']}):")
+    lines += [f"    {p['kind']}: {p['a']} ({p['split_a']}) ~ {p['b']} ({p['split_b']}), score {p['score']}"
+              + (f", {p['inliers']} inliers" if "inliers" in p else "") for p in shown]
   return lines
+
+
+def report_md(leak, top=10):
+  """The report.md section: the summary, the histogram as a table, the top pairs across the split as a table."""
+  lines = summary_lines(leak, top=0)
+  md = [lines[0], ""] + [line.strip() for line in lines[1:] if not line.strip().startswith("cosine of face pairs")]
+  ident = leak.get("identity") if leak else None
+  if ident:
+    h = ident["histogram"]
+    md += ["", "| cosine | " + " | ".join(f"{lo:+.1f}" for lo in h["edges"][:-1]) + " |",
+           "|---|" + "---|" * len(h["counts"]), "| face pairs | " + " | ".join(f"{n:,}" for n in h["counts"]) + " |"]
+  shown = leak["top_cross_split"][:top] if leak and "top_cross_split" in leak else []
+  if shown:
+    md += ["", f"Top {len(shown)} of {sum(leak['cross_split'].values())} pairs across the split (every pair: "
+           f"`{leak['pairs_file']}` in the workdir; pictures: `{leak['sheet_file']}`):", "",
+           "| kind | image | split | image | split | score |", "|---|---|---|---|---|---|"]
+    md += [f"| {p['kind']} | `{p['a']}` | {p['split_a']} | `{p['b']}` | {p['split_b']} | {p['score']}"
+           + (f" ({p['inliers']} inliers)" if "inliers" in p else "") + " |" for p in shown]
+  return md

@@ -33,7 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from jfacediag import calibration as calibration_lib, checkpointing, explain, models, sharding, steps
-from jfacediag.align import styles
+from jfacediag.align import folder as align_folder, styles
 from jfacediag.data import images, pipeline, splits
 from jfacediag.models import classifier
 from jfacediag.models.preprocessing import Preprocessing
@@ -51,6 +51,9 @@ def parse(argv):
   ap.add_argument("--checkpoint", default="best", choices=("best", "last"))
   ap.add_argument("--align", default="auto", help="auto (as the run's data), none (pre-aligned crops) or a style: "
                                                   f"{', '.join(styles.STYLES)}")
+  ap.add_argument("--detector", default="auto", choices=("auto", "yunet", "mtcnn"),
+                  help="face detector for the alignment (auto: the one the run's data were aligned with)")
+  ap.add_argument("--mtcnn-weights", default="", help="converted MTCNN weights (pnet/ rnet/ onet/) for mtcnn")
   ap.add_argument("--min-prob", type=float, default=0.6, help="flag predictions whose top probability is lower")
   ap.add_argument("--explain", action="store_true", help="Grad-CAM and occlusion overlays, and the region table")
   ap.add_argument("--explain-classes", default="predicted", help="predicted, all, or comma-separated class names")
@@ -92,13 +95,11 @@ def load_run(run_dir, which="best"):
   state = ckpts.restore_tree(step)
   ckpts.close()
   model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
-  style, crop = "", 0
-  align_json = os.path.join(facts["data_dir"], "align.json")
-  if os.path.exists(align_json):
-    with open(align_json, encoding="utf-8") as f:
-      settings = json.load(f)["settings"]
-    style = settings["style"]
-    crop = settings.get("size") or {"arcface112": 112, "facenet160": 160}.get(style, 224)
+  style, crop, detector = "", 0, "yunet"
+  settings = align_folder.settings(facts["data_dir"])
+  if settings:
+    style, detector = settings["style"], settings.get("detector", "yunet")
+    crop = settings.get("size") or styles.SIZES[style]
   # The run's calibration (report/calibration.json) was fitted for the checkpoint its report evaluated.
   calibrator = None
   cal_path = os.path.join(run_dir, "report", calibration_lib.CALIBRATION_FILE)
@@ -115,8 +116,8 @@ def load_run(run_dir, which="best"):
     calibration = calibrator.describe()
   return {"dir": run_dir, "config": config, "classes": classes, "spec": spec, "pp": pp, "step": int(step),
           "model": model, "variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
-          "style": style, "crop_size": crop, "data_dir": facts["data_dir"], "method": config.method,
-          "calibration": calibration, "calibrator": calibrator}
+          "style": style, "crop_size": crop, "detector": detector, "data_dir": facts["data_dir"],
+          "method": config.method, "calibration": calibration, "calibrator": calibrator}
 
 
 # == Inputs ============================================================================================================
@@ -127,12 +128,11 @@ def _to_input_coords(points, h, w, pp):
   return (np.asarray(points) * scale - [(nw - pp.input_size) / 2, (nh - pp.input_size) / 2]).tolist()
 
 
-def prepare(sources, style, out_dir, pp):
+def prepare(sources, style, out_dir, pp, size=0, detector="yunet", mtcnn_weights=""):
   """Aligns each source (or takes it as it is); returns one row per source with the file to classify."""
-  detector = None
   if style:
     from jfacediag.align import detectors  # pylint: disable=g-import-not-at-top
-    detector = detectors.make("yunet")
+    detector = detectors.make(detector, mtcnn_weights)
   os.makedirs(os.path.join(out_dir, "aligned"), exist_ok=True)
   rows = []
   for i, src in enumerate(tqdm(sources, unit="img", desc="prepare", dynamic_ncols=True)):
@@ -148,10 +148,10 @@ def prepare(sources, style, out_dir, pp):
       faces = detector.detect(img)
       if faces:
         face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        crop, m = styles.align(img, face, style)
+        crop, m = styles.align(img, face, style, size)
         row["landmarks"] = (face.landmarks @ m[:, :2].T + m[:, 2]).tolist()
       else:
-        crop, row["no_face"] = styles.centre_crop(img, style, 0), 1
+        crop, row["no_face"] = styles.centre_crop(img, style, size), 1
       name = os.path.join(out_dir, "aligned", f"{i:05d}_{os.path.splitext(os.path.basename(src))[0]}.png")
       Image.fromarray(crop).save(name)
       row["input"] = name
@@ -298,9 +298,16 @@ def run_cli(args):
   style = run["style"] if args.align == "auto" else "" if args.align == "none" else args.align
   if style and style not in styles.STYLES:
     raise ValueError(f"--align {args.align!r}; expected auto, none or one of {', '.join(styles.STYLES)}")
+  detector = run["detector"] if args.detector == "auto" else args.detector
   print(f"Run {run['dir']}: {run['method']} on {run['spec'].name}, checkpoint step {run['step']}, classes "
-        f"{run['classes']}; alignment: {style or 'none (images used as they are)'}.", flush=True)
-  rows = prepare(images.expand(args.images), style, out_dir, run["pp"]) if args.images else []
+        f"{run['classes']}; alignment: {f'{style} ({detector})' if style else 'none (images used as they are)'}.",
+        flush=True)
+  size = run["crop_size"] if style == run["style"] else 0
+  if style and args.images and detector == "mtcnn" and not args.mtcnn_weights:
+    raise ValueError(f"the run's data were aligned with MTCNN ({run['data_dir']}/align.json): pass --mtcnn-weights "
+                     f"DIR to align new photos the same way, or --detector yunet to accept a different detector")
+  rows = (prepare(images.expand(args.images), style, out_dir, run["pp"], size, detector, args.mtcnn_weights)
+          if args.images else [])
   if rows:
     predict_rows(run, rows, args.batch, args.min_prob)
   table = (explain_rows(run, rows, out_dir, args.explain_classes, args.occlusion_patch, None, args.occlusion_stride)

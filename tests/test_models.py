@@ -18,7 +18,7 @@ def test_registry_names_and_unknown_backbone():
     models.get("resnet19")
 
 
-@pytest.mark.parametrize("name,dim", [("resnet_tiny", 64), ("resnet18", 512)])
+@pytest.mark.parametrize("name,dim", [("resnet_tiny", 64), pytest.param("resnet18", 512, marks=pytest.mark.slow)])
 def test_feature_layer_is_the_input_of_the_head(name, dim):
   model = _model(name)
   v = steps.init_variables(model, 0, 32)
@@ -42,6 +42,7 @@ def test_resnet50_structure_matches_torchvision_names():
   assert n == 23_508_032  # torchvision resnet50 without fc (25,557,032 - 2,049,000).
 
 
+@pytest.mark.slow
 def test_jitted_sharded_features_equal_eager_forward():
   model = _model()
   v = steps.init_variables(model, 0, 32)
@@ -83,6 +84,7 @@ def test_svm_selects_C_on_train_only():
   assert set(fit.cv) == {"0.01", "1.0"} and fit.C in (0.01, 1.0)
 
 
+@pytest.mark.slow
 def test_weights_round_trip_and_mismatch_diff(tmp_path):
   backbone = models.get("resnet_tiny").make()
   v = backbone.init(jax.random.key(3, impl="rbg"), jnp.zeros((1, 32, 32, 3)))

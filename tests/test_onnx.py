@@ -116,6 +116,7 @@ def test_quantised_toy_graph_converts_and_matches_onnxruntime(tmp_path):
     onnx_import.convert(other, path)
 
 
+@pytest.mark.slow
 def test_iresnet_exported_by_torch_matches_onnxruntime_and_torch(tmp_path):
   """torch.onnx.export folds each conv+BN (the insightface layout); the converter restores the BNs exactly."""
   import torch  # pylint: disable=g-import-not-at-top

@@ -71,6 +71,7 @@ def _quadrant_folder(root, per_class=40, size=64, seed=0):
       Image.fromarray(img).save(os.path.join(root, name, f"{i}.png"))
 
 
+@pytest.mark.slow
 def test_gradcam_and_occlusion_find_the_region_that_holds_the_signal(tmp_path):
   data = tmp_path / "data"
   _quadrant_folder(str(data))
@@ -91,6 +92,7 @@ def test_gradcam_and_occlusion_find_the_region_that_holds_the_signal(tmp_path):
   assert np.mean(cam_share) > 0.5 and np.mean(occ_share) > 0.5  # A quarter of the image; chance is 0.25.
 
 
+@pytest.mark.slow
 def test_regions_partition_a_template_face_and_svm_runs_explain_through_the_svm(toy_dir, tmp_path):
   masks = explain.region_masks(explain.template_landmarks(112), 112, 112)
   areas = {k: int(m.sum()) for k, m in masks.items()}

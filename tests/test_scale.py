@@ -31,6 +31,7 @@ def _history(workdir):
   return [r["train_loss"] for r in rows if "train_loss" in r]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(toy_dir, tmp_path):
   runs = {}
   for procs in (1, 2):
@@ -145,6 +146,7 @@ def test_launch_missing_settings_are_clear_errors(args, message):
   assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_bf16_forward_and_train_step_stay_close_to_float32():
   rng = np.random.default_rng(0)
   model = classifier.Classifier(models.get("resnet_tiny").make(), 3)
@@ -174,6 +176,7 @@ def test_bf16_forward_and_train_step_stay_close_to_float32():
   assert abs(float(m16["loss"]) - float(m32["loss"])) <= 2e-2 * float(m32["loss"])
 
 
+@pytest.mark.slow
 def test_bench_smoke_writes_valid_json(tmp_path):
   from jfacediag import bench  # pylint: disable=g-import-not-at-top
   path = tmp_path / "bench.json"

@@ -30,6 +30,7 @@ def final_params(workdir):
   return step, [np.asarray(x) for x in jax.tree.leaves(state["params"])]
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_every_report_file(toy_dir, tmp_path):
   cfg = small_config(toy_dir, epochs=2.0, **{"data.val_fraction": 0.2, "train.report_checkpoint": "best"})
   result = train.run(cfg, str(tmp_path))
@@ -55,7 +56,7 @@ def test_end_to_end_writes_every_report_file(toy_dir, tmp_path):
   assert again["accuracy"] == result["accuracy"]
 
 
-@pytest.mark.parametrize("method", ["finetune", "svm"])
+@pytest.mark.parametrize("method", [pytest.param("finetune", marks=pytest.mark.slow), "svm"])
 def test_learns_separable_classes(toy_dir, tmp_path, method):
   cfg = small_config(toy_dir, method=method, epochs=8.0)  # svm: random resnet18 features (see configs/toy.py).
   result = train.run(cfg, str(tmp_path))
@@ -64,6 +65,7 @@ def test_learns_separable_classes(toy_dir, tmp_path, method):
     assert result["score_type"] == "svm_margin"
 
 
+@pytest.mark.slow
 def test_binary_run_writes_roc(tmp_path):
   data = tmp_path / "data"
   toy.make_folder(str(data), num_classes=2, per_class=36, size=40, seed=2)
@@ -73,6 +75,7 @@ def test_binary_run_writes_roc(tmp_path):
   assert result["positive_class"] == "b_square" and result["roc_auc"]["value"] > 0.9
 
 
+@pytest.mark.slow
 def test_resume_is_exact(toy_dir, tmp_path):
   """N steps, stop, resume for N more == 2N straight steps (to 1e-6), history included."""
   kw = {"model.head_dropout": 0.2, "data.val_fraction": 0.2}  # Dropout and val checkpoints exercise RNG + policy.
@@ -99,6 +102,7 @@ def _cli(workdir, data, *extra):
           "--config.train.checkpoint_every_steps=1000", "--config.eval.bootstrap=0", *extra]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
   epochs = "--config.train.epochs=20"  # 72 train images / 16 = 4.5 steps an epoch, 90 steps.
   subprocess.run(_cli(tmp_path / "straight", toy_dir, epochs), check=True, env=subprocess_env(), cwd=REPO,
@@ -137,6 +141,7 @@ print(json.dumps([jax.device_count(), [h["train_loss"] for h in metric_writer.re
 """
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(toy_dir, tmp_path):
   runs = {}
   for n in (1, 8):
@@ -151,6 +156,7 @@ def test_eight_devices_match_one_device(toy_dir, tmp_path):
   np.testing.assert_allclose(runs[1][1], runs[8][1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_bad_files_are_listed_and_readable_ones_used(tmp_path):
   data = tmp_path / "data"
   toy.make_folder(str(data), num_classes=3, per_class=16, size=40, seed=3)

@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from jfacediag.align import detectors, styles
+from jfacediag.align import detectors, folder, styles
+from jfacediag.align.folder import ERRORS, INFO, MANIFEST, NO_FACE
 from jfacediag.data import images
 
-MANIFEST, NO_FACE, ERRORS, INFO = "manifest.csv", "no_face.csv", "errors.csv", "align.json"
 BOX_COLS = ("box_x1", "box_y1", "box_x2", "box_y2")
 LANDMARK_COLS = tuple(f"lm{i}_{c}" for i in range(5) for c in "xy")  # lm0 image-left eye .. lm4 right mouth corner.
 MANIFEST_COLS = ["source", "output", "face", *BOX_COLS, *LANDMARK_COLS, "score", "detector", "style", "fallback"]
@@ -38,6 +38,9 @@ def parse(argv):
   ap.add_argument("--size", type=int, default=0, help="output side (default: the style's own)")
   ap.add_argument("--detector", default="yunet", choices=("yunet", "mtcnn"))
   ap.add_argument("--mtcnn-weights", default="", help="folder with pnet/ rnet/ onet/ converted weights")
+  ap.add_argument("--max-detect-side", type=int, default=0,
+                  help="detect on a copy downscaled to this longer side (0: full size, as upstream; 1280 makes "
+                       "MTCNN about 4x faster on 2-3k px photos and moves boxes by 1-3%%); crops use the original")
   ap.add_argument("--all-faces", action="store_true", help="keep every face (default: the largest one)")
   ap.add_argument("--fallback", default="none", choices=("none", "center"),
                   help="no face found: list it only (none) or also write a centre crop marked as a fallback")
@@ -64,13 +67,7 @@ def _outputs(rels):
 
 
 def _done(dst):
-  done = set()
-  for name in (MANIFEST, NO_FACE, ERRORS):
-    path = os.path.join(dst, name)
-    if os.path.exists(path):
-      with open(path, newline="", encoding="utf-8") as f:
-        done |= {row["source"] for row in csv.DictReader(f)}
-  return done
+  return {row["source"] for name in (MANIFEST, NO_FACE, ERRORS) for row in folder.read_rows(dst, name)}
 
 
 def _write_png(path, rgb):
@@ -84,8 +81,8 @@ def _write_png(path, rgb):
 _WORKER = {}
 
 
-def _init(detector, mtcnn_weights):
-  _WORKER["det"] = detectors.make(detector, mtcnn_weights)
+def _init(detector, mtcnn_weights, max_side):
+  _WORKER["det"] = detectors.make(detector, mtcnn_weights, max_side)
 
 
 def process(task):
@@ -150,10 +147,11 @@ def run(args):
   os.makedirs(args.dst, exist_ok=True)
   info_path = os.path.join(args.dst, INFO)
   setting = {"style": args.style, "size": args.size, "detector": args.detector, "all_faces": args.all_faces,
-             "fallback": args.fallback}
+             "fallback": args.fallback, "max_detect_side": args.max_detect_side}
   if os.path.exists(info_path):
     with open(info_path, encoding="utf-8") as f:
       old = json.load(f)["settings"]
+    old.setdefault("max_detect_side", 1280)  # Folders aligned before the option existed were detected at 1280.
     if old != setting:
       raise ValueError(f"{args.dst} was aligned with {old}; this run asks {setting}. Use another --dst.")
   rels = _sources(args.src)
@@ -168,10 +166,11 @@ def run(args):
   counts = {"ok": 0, "no_face": 0, "error": 0}
   t0 = time.perf_counter()
   if args.jobs > 1:
-    pool = multiprocessing.get_context("spawn").Pool(args.jobs, _init, (args.detector, args.mtcnn_weights))
+    pool = multiprocessing.get_context("spawn").Pool(args.jobs, _init, (args.detector, args.mtcnn_weights,
+                                                                         args.max_detect_side))
     results = pool.imap(process, todo, chunksize=4)
   else:
-    _init(args.detector, args.mtcnn_weights)
+    _init(args.detector, args.mtcnn_weights, args.max_detect_side)
     pool, results = None, map(process, todo)
   bar = tqdm(results, total=len(todo), unit="img", dynamic_ncols=True)
   for (kind, rows), (_, rel, _) in zip(bar, todo):

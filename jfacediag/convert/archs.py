@@ -43,6 +43,16 @@ class Arch:
   kind: str = "backbone"  # "backbone", "mtcnn" (returns upstream's tuple of outputs) or "onnx" (ONNX source only).
   classes: tuple = ()  # Upstream classifier sizes of the published weights (a mismatch hints at the wrong variant).
   note: str = ""
+  # Source namings whose upstream feeds other pixels than `preprocessing`: (label, regex any source key matches,
+  # Preprocessing), checked against each upstream's own demo; the first match wins.
+  namings: tuple = ()
+
+  def source_preprocessing(self, keys):
+    """(preprocessing, naming label) for a checkpoint with these source keys."""
+    for label, rx, pp in self.namings:
+      if any(re.search(rx, k) for k in keys):
+        return pp, label
+    return self.preprocessing, ""
 
   def torch_name(self, flax_path):
     for rx, rep in self.rename:
@@ -62,6 +72,8 @@ def _backbone(name, torch_ref, **kw):
   return Arch(name, spec.make, torch_ref, spec.preprocessing, spec.feature_dim, spec.feature_layer, **kw)
 
 
+# prlz77's demo (models/vgg_face.py __main__): cv2.imread (BGR), minus [129.1863, 104.7624, 93.5940] in that order.
+VGG_FACE_PRLZ77 = Preprocessing(224, 224, "BGR", (129.1863, 104.7624, 93.5940), (1.0, 1.0, 1.0))
 _MTCNN_PP = Preprocessing(12, 12, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0))
 
 _ALEXNET = tuple((rf"^conv{i + 1}$", f"features.{n}") for i, n in enumerate((0, 3, 6, 8, 10))) + (
@@ -77,7 +89,9 @@ ARCHS = {a.name: a for a in [
     _backbone("vgg_face", _ref(lambda t, n: t.VGGFace(n or 2622)), nchw={"fc6": (512, 7, 7)}, head="fc8",
               classes=(2622,),
               src_rename=((r"^conv_(\d)_(\d)\.", r"conv\1_\2."),),
-              note="VGG-Face (Parkhi 2015), albanie vgg_face_dag.pth or prlz77 port names"),
+              namings=(("albanie vgg_face_dag (MatConvNet)", r"^conv1_1\.", models.get("vgg_face").preprocessing),
+                       ("prlz77 VGG_16 (Torch7 VGG_FACE.t7)", r"^conv_1_1\.", VGG_FACE_PRLZ77)),
+              note="VGG-Face (Parkhi 2015), albanie vgg_face_dag.pth (RGB) or prlz77 VGG_16 port names (BGR)"),
     _backbone("resnet50", _ref(lambda t, n: t.ResNet((3, 4, 6, 3), num_classes=n or 1000)), rename=_RESNET,
               head="fc", verify_size=64, classes=(1000,),
               note="torchvision ImageNet resnet50 (resnet50-0676ba61.pth)"),

@@ -22,6 +22,7 @@ def _epilog():
     feat = a.feature_layer or "box / landmark / face-probability heads"
     lines.append(f"  {a.name:20s} {pp.input_size}px {pp.channel_order} mean {list(pp.mean)} std {list(pp.std)}; "
                  f"{feat}\n  {'':20s} {a.note}")
+    lines += [f"  {'':20s} {label} keys: {q.channel_order} mean {list(q.mean)}" for label, _, q in a.namings]
   return "\n".join(lines)
 
 
@@ -41,7 +42,8 @@ def parse(argv):
   ap = argparse.ArgumentParser(prog="convert_weights.py", description=__doc__, epilog=_epilog(),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--arch", required=True, choices=sorted(archs.ARCHS), metavar="ARCH", help="see the list below")
-  ap.add_argument("--src", required=True, help=".pth/.pt/.ckpt (zip or legacy), .safetensors, or a numpy .pkl/.npy")
+  ap.add_argument("--src", required=True,
+                  help=".pth/.pt/.ckpt (zip or legacy), .safetensors, a numpy .pkl/.npy, or .onnx (sface, iresnet*)")
   ap.add_argument("--out", required=True, help="output weights directory")
   ap.add_argument("--verify", action="store_true", help="compare against the PyTorch reference (needs torch)")
   ap.add_argument("--verify-images", nargs="*", default=(), help="images to verify on instead of random inputs")
@@ -73,8 +75,12 @@ def run(args):
             f"{list(arch.classes)}. Same key names do not mean the same network"
             + (f": this looks like {' or '.join(others)} (--arch {others[0]})." if others else "."))
     print(f"WARNING: {hint}", flush=True)
+  pp, naming = arch.source_preprocessing(state_dict or {})
+  if naming:
+    print(f"  source naming: {naming}; preprocessing {pp.channel_order}, mean {list(pp.mean)}, std {list(pp.std)}",
+          flush=True)
   metadata = {"arch": arch.name, "source": os.path.basename(args.src), "sha256": digest,
-              "preprocessing": arch.preprocessing.to_dict(), "feature_dim": arch.feature_dim,
+              "preprocessing": pp.to_dict(), "source_naming": naming, "feature_dim": arch.feature_dim,
               "feature_layer": arch.feature_layer, "upstream_classes": info["upstream_classes"],
               "parameters": info["parameters"], "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   weights.save(args.out, variables, metadata)

@@ -8,6 +8,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from jfacediag.align import folder
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
@@ -66,13 +68,15 @@ def check(path):
 
 
 def expand(paths):
-  """Files and folders -> the files, folders walked in sorted order, hidden files skipped; nothing else dropped."""
+  """Files and folders -> the files, folders walked in sorted order; hidden files and an aligned folder's own
+  bookkeeping (align.json, manifest.csv, no_face.csv, errors.csv beside align.json) skipped; nothing else dropped."""
   out = []
   for p in paths:
     if os.path.isdir(p):
       for dirpath, dirnames, filenames in os.walk(p):
         dirnames.sort()
-        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+        skip = folder.BOOKKEEPING if folder.INFO in filenames else ()
+        out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".") and f not in skip]
     else:
       out.append(p)
   return out

@@ -225,6 +225,8 @@ def assign(rows, classes, layout, cfg, group_of=None):
     else:
       raise ValueError(f"data.split={cfg.split!r}; expected one of auto, folders, per_class, fraction, kfold")
 
+  if group_of is not None:
+    check_grouped(usable, classes, strategy, cfg, group_of)
   if cfg.val_fraction > 0:
     if any(r.split == "val" for r in usable):
       raise ValueError("data.val_fraction > 0 but the data folder already has a val/ split; set it to 0")
@@ -243,6 +245,42 @@ def assign(rows, classes, layout, cfg, group_of=None):
           if r.class_name == cls:
             r.split, taken = "val", taken + 1
   return settings
+
+
+def check_grouped(usable, classes, strategy, cfg, group_of, tolerance=0.2):
+  """Refuses a grouped split that leaves a class without training or test images, or moves a class's share more
+  than `tolerance` (relative, at least 2 images) from what the split asks: grouping by clusters that are too large
+  (for example an identity check that links different people) would otherwise change the experiment silently."""
+  bad = []
+  for cls in classes:
+    members = [r for r in usable if r.class_name == cls]
+    got = {s: sum(r.split == s for r in members) for s in ("train", "test")}
+    if strategy == "per_class":
+      want = {"train": cfg.train_per_class, "test": cfg.test_per_class}
+    elif strategy == "fraction":
+      want = {"test": cfg.test_fraction * len(members)}
+      want["train"] = len(members) - want["test"]
+    else:  # kfold: this fold's share.
+      want = {"test": len(members) / cfg.num_folds}
+      want["train"] = len(members) - want["test"]
+    for s in ("train", "test"):
+      if got[s] == 0 or (strategy == "per_class" and got[s] < want[s] - max(2, tolerance * want[s])) or (
+          strategy != "per_class" and abs(got[s] - want[s]) > max(2, tolerance * want[s])):
+        bad.append(f"class {cls!r}: {got['train']} train / {got['test']} test images, the split asks about "
+                   f"{want['train']:.0f} / {want['test']:.0f}")
+        break
+  if not bad:
+    return
+  sizes = {}
+  for r in usable:
+    sizes[group_of[r.file]] = sizes.get(group_of[r.file], 0) + 1
+  largest = sorted((n for n in sizes.values() if n > 1), reverse=True)
+  raise ValueError(
+      f"data.group_by={cfg.group_by!r} cannot keep the requested split: " + "; ".join(bad) + ". Its clusters of "
+      f"more than one image: {len(largest)}, the largest holding {', '.join(map(str, largest[:8]))} of "
+      f"{len(usable)} images. If they link different people, check leakage_pairs.png and leakage.json (the "
+      f"identity threshold and the similarity histogram) and lower leakage.false_match_rate or set "
+      f"leakage.threshold; or group by data.group_by='duplicates' only.")
 
 
 def write(workdir, rows, settings, classes):

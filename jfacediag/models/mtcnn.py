@@ -8,6 +8,7 @@ as they are. Outputs match upstream: PNet (box regression, face probability) as 
 """
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jfacediag.models import layers
 
@@ -18,10 +19,20 @@ def _conv(x, ch, k, name):
 
 
 class PNet(nn.Module):
+  """`valid` = (height, width) of the real image inside a zero-padded batch (None: all of it is real). conv1
+  outputs that read padding are set to -inf before the ceil-mode pool, so the last pooled row and column see only
+  real pixels, as in torch's ceil-mode pool on the unpadded level."""
 
   @nn.compact
-  def __call__(self, x):
-    x = layers.max_pool(_conv(x, 10, 3, "conv1"), 2, 2, ceil_mode=True)
+  def __call__(self, x, valid=None):
+    x = _conv(x, 10, 3, "conv1")
+    if valid is not None:
+      rows = jnp.arange(x.shape[1])[:, None] < valid[0] - 2
+      cols = jnp.arange(x.shape[2])[None, :] < valid[1] - 2
+      x = jnp.where((rows & cols)[None, :, :, None], x, -jnp.inf)
+    x = layers.max_pool(x, 2, 2, ceil_mode=True)
+    if valid is not None:  # Pooled cells wholly in the padding: finite, and dropped by the caller.
+      x = jnp.where(jnp.isfinite(x), x, 0.0)
     x = _conv(_conv(x, 16, 3, "conv2"), 32, 3, "conv3")
     prob = jax.nn.softmax(nn.Conv(2, (1, 1), name="conv4_1")(x), axis=-1)
     box = nn.Conv(4, (1, 1), name="conv4_2")(x)

@@ -6,6 +6,9 @@ import dataclasses
 class Preprocessing:
   """Resize the shorter side to `resize_size`, centre-crop `input_size`, reorder channels, `(x - mean) / std`.
 
+  `resize_size` > `input_size` is the upstream's evaluation crop of unaligned photos (VGGFace2, ImageNet: 256 ->
+  224); aligned folders are fed with `for_crops()`.
+
   mean and std are in 0-255 pixel units and in `channel_order` order (BGR models list the BGR means).
   """
   input_size: int
@@ -28,6 +31,12 @@ class Preprocessing:
       return self
     resize = int(round(input_size * self.resize_size / self.input_size))
     return dataclasses.replace(self, input_size=input_size, resize_size=resize)
+
+  def for_crops(self):
+    """The same preprocessing for crops that already are the network's input (jfacediag.align's output): the whole
+    crop is resized to input_size, nothing is cropped away (a 224 px VGGFace2 crop is not resized to 256 and
+    centre-cropped a second time)."""
+    return dataclasses.replace(self, resize_size=self.input_size)
 
   def to_dict(self):
     return dataclasses.asdict(self)

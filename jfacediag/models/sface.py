@@ -1,4 +1,5 @@
-"""SFace (MobileFaceNet-style, Zhong et al. 2021) as shipped by the OpenCV model zoo: 112x112 BGR -> 128-d.
+"""SFace (MobileFaceNet-style, Zhong et al. 2021) as shipped by the OpenCV model zoo: 112x112 RGB -> 128-d (OpenCV's
+FaceRecognizerSF swaps its BGR crop to RGB; the registry's preprocessing says so).
 
 Matches `face_recognition_sface_2021dec_int8bq.onnx` node for node (an MXNet export): conv_1 3x3 (32), then
 conv_2 .. conv_14, each a depthwise 3x3 (`_dw`) and a pointwise 1x1 conv, every conv followed by BatchNorm

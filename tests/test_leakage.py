@@ -1,0 +1,211 @@
+"""The leakage guard on real photos: the same-photo and same-person tiers, the calibrated identity threshold, the
+refusal of a grouping that breaks the split, bounded output, and alignment drops carried into the run.
+
+Photos: scikit-image's astronaut and LFW subset; face_recognition 1.3.0's real test photos (five of Obama, two of
+them crops of a third, and one of Biden: pip download, cached in $JFACEDIAG_TEST_CACHE); and, when present,
+../shared/data/asd-faces-sample (300 real children's photos, never copied here).
+"""
+import collections
+import csv
+import glob
+import gzip
+import io
+import json
+import os
+
+import cv2
+import numpy as np
+from PIL import Image, ImageEnhance
+import pytest
+from skimage import data
+
+from conftest import REPO, pypi_file, small_config
+from jfacediag import base_config, leakage, report, train
+from jfacediag.align import cli as align_cli
+from jfacediag.data import splits
+
+ASD = os.path.join(os.path.dirname(REPO), "shared", "data", "asd-faces-sample")
+
+
+def _cfg(**kw):
+  c = base_config.get_config().leakage
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+def _save(root, rel, img):
+  os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+  Image.fromarray(img).save(os.path.join(root, rel))
+
+
+@pytest.fixture(scope="module")
+def obama(tmp_path_factory):
+  sdist = pypi_file(tmp_path_factory, "face_recognition==1.3.0", "face_recognition-1.3.0.tar.gz", sdist=True)
+  from jfacediag.reference import upstream  # pylint: disable=g-import-not-at-top
+  root = upstream.extract(sdist, str(tmp_path_factory.mktemp("fr")))
+  pics = os.path.join(root, "face_recognition-1.3.0", "tests", "test_images")
+  return {os.path.splitext(os.path.basename(f))[0]: np.asarray(Image.open(f).convert("RGB"))
+          for f in sorted(glob.glob(os.path.join(pics, "*.jpg")))}
+
+
+@pytest.fixture(scope="module")
+def truth_folder(tmp_path_factory, obama):
+  """Where the truth is known: one photo re-cropped, rescaled, recoloured, greyed and mirrored (same photo); five
+  photos of Obama, of which obama_partial_face{,2} are crops of obama (same photo) and obama2/obama3 other photos
+  (same person); Biden and 40 LFW faces (other people, similar crops)."""
+  root = str(tmp_path_factory.mktemp("truth"))
+  a = data.astronaut()
+  variants = {"original": a, "recrop": a[40:400, 60:420], "rescaled": cv2.resize(a, (230, 230), cv2.INTER_AREA),
+              "recoloured": np.asarray(ImageEnhance.Color(ImageEnhance.Contrast(Image.fromarray(a)).enhance(1.4))
+                                       .enhance(0.4)),
+              "grey": np.repeat(np.asarray(Image.fromarray(a).convert("L"))[..., None], 3, -1),
+              "mirrored": np.ascontiguousarray(a[:, ::-1])}
+  for k, img in variants.items():
+    _save(root, f"x/astro_{k}.png", img)
+  for k in ("obama", "obama2", "obama3", "obama_partial_face", "obama_partial_face2", "biden"):
+    _save(root, f"y/{k}.jpg", obama[k])
+  for i, f in enumerate(data.lfw_subset()[:40]):
+    face = Image.fromarray((255 * f).astype(np.uint8)).resize((100, 100), Image.BICUBIC).convert("RGB")
+    _save(root, f"{'xy'[i % 2]}/lfw{i:02d}.png", np.asarray(face))
+  return root
+
+
+def test_same_photo_and_same_person_are_told_apart(truth_folder, tmp_path, monkeypatch):
+  monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
+  files = sorted(os.path.relpath(p, truth_folder) for p in glob.glob(os.path.join(truth_folder, "*", "*")))
+  found = leakage.find_pairs(truth_folder, files, _cfg(), show_progress=False)
+  kind = {frozenset((p["a"], p["b"])): p["kind"] for p in found["pairs"]}
+  print("\n".join(leakage.summary_lines(leakage.summarise(found, {}, ""))))
+  astro = [f for f in files if "astro" in f]
+  for f in set(astro) - {"x/astro_original.png"}:  # Each variant: the same photo (or an exact / near copy).
+    assert kind.get(frozenset(("x/astro_original.png", f))) in ("exact", "near", "same_photo"), f
+  for crop in ("y/obama_partial_face.jpg", "y/obama_partial_face2.jpg"):
+    assert kind.get(frozenset(("y/obama.jpg", crop))) == "same_photo"
+  for other in ("y/obama2.jpg", "y/obama3.jpg"):  # Another photo of the same man: same person, not same photo.
+    assert kind.get(frozenset(("y/obama.jpg", other))) == "same_person"
+  assert kind.get(frozenset(("y/obama2.jpg", "y/obama3.jpg"))) == "same_person"
+  assert not any(k == "same_photo" and ("lfw" in min(p) or "lfw" in max(p)) for p, k in kind.items())
+  people = {"astro": 0, "obama": 1, "biden": 2}
+  for p, k in kind.items():  # No pair between two different named people.
+    who = {people[n] for n in people for f in p if n in f}
+    assert len(who) < 2 or k is None, (p, k)
+  ident = found["identity"]
+  assert ident["threshold"] >= 0.363 and ident["pairs_compared"] >= 300 and "calibrated" in ident["source"]
+  groups = leakage.groups(files, found, leakage.GROUP_KINDS["identity"])
+  assert len({groups[f] for f in astro}) == 1
+  assert groups["y/obama.jpg"] == groups["y/obama2.jpg"] == groups["y/obama3.jpg"] != groups["y/biden.jpg"]
+
+
+def test_calibration_holds_the_stated_rate_and_ignores_a_few_true_pairs():
+  rng = np.random.default_rng(0)
+  impostors = rng.normal(0.18, 0.11, 200_000)  # Children-like: a 0.363 threshold would pass 4.8% of them.
+  genuine = rng.normal(0.75, 0.08, 2_000)  # 1% true pairs barely move the median and MAD.
+  fit = leakage.calibrate(np.concatenate([impostors, genuine]), 1e-4, 0.363)
+  passed = (impostors >= fit["threshold"]).mean()
+  print(f"threshold {fit['threshold']:.3f}: impostor pass rate {passed:.1e}, true pairs kept "
+        f"{(genuine >= fit['threshold']).mean():.3f}")
+  assert 0.55 < fit["threshold"] < 0.65 and 2e-5 < passed < 4e-4 and (genuine >= fit["threshold"]).mean() > 0.95
+  adults = leakage.calibrate(rng.normal(0.0, 0.08, 50_000), 1e-4, 0.363)
+  assert adults["threshold"] == 0.363  # The fitted 0.30 is lower: the embedder's own threshold holds.
+  few = leakage.calibrate(rng.normal(0.2, 0.1, 100), 1e-4, 0.363)
+  assert few["threshold"] == 0.363 and "too few" in few["source"]
+  with pytest.raises(ValueError, match="leakage.threshold"):
+    leakage.calibrate(rng.normal(0.2, 0.1, 100), 1e-4, None)
+
+
+def test_no_transitive_chaining():
+  """A chain a~b~c~d of pairs at the threshold, ends far apart: average linkage does not merge the ends."""
+  emb = np.array([[np.cos(t), np.sin(t)] for t in (0.0, 0.9, 1.8, 2.7)], np.float32)
+  files = list("abcd")
+  chain = [(0, 1), (1, 2), (2, 3)]
+  clusters = leakage.identity_clusters(files, emb, chain, float(np.cos(0.9)) - 1e-3)
+  assert clusters["a"] != clusters["d"] and len(set(clusters.values())) >= 2
+  tight = np.array([[1.0, 0.0], [0.99, 0.14], [0.98, 0.2]], np.float32)
+  tight /= np.linalg.norm(tight, axis=1, keepdims=True)
+  assert len(set(leakage.identity_clusters(list("xyz"), tight, [(0, 1), (1, 2)], 0.9).values())) == 1
+
+
+def test_a_grouping_that_breaks_the_split_is_refused_with_the_cluster_sizes():
+  cfg = small_config("/nonexistent").data
+  cfg.split, cfg.train_per_class, cfg.test_per_class, cfg.group_by = "per_class", 10, 5, "identity"
+  rows = [splits.Row(f"{c}/{i:02d}.png", c, "") for c in "ab" for i in range(20)]
+  group_of = {r.file: (0 if r.file < "b/15" else 1 + int(r.file[-6:-4])) for r in rows}  # One 35-image cluster.
+  with pytest.raises(ValueError, match=r"cannot keep the requested split.*largest holding 35 of 40"):
+    splits.assign(rows, ["a", "b"], "flat", cfg, group_of)
+  fine = {r.file: i // 2 for i, r in enumerate(rows)}  # Pairs: the split holds.
+  splits.assign([splits.Row(r.file, r.class_name, "") for r in rows], ["a", "b"], "flat", cfg, fine)
+
+
+def test_output_stays_small_whatever_the_number_of_pairs(tmp_path):
+  n = 3000
+  files = [f"{'ab'[i % 2]}/{i:05d}.png" for i in range(n)]
+  rng = np.random.default_rng(0)
+  pairs = [{"a": files[i], "b": files[j], "kind": "same_person", "score": round(float(s), 4)}
+           for i, j, s in zip(rng.integers(0, n, 200_000), rng.integers(0, n, 200_000), rng.uniform(0.4, 0.6, 200_000))
+           if i != j]
+  found = {"files": n, "settings": {}, "no_face": files[:500], "no_face_reason": "YuNet found no face",
+           "identity": {"threshold": 0.4, "source": "test", "faces_compared": n, "pairs_compared": n * (n - 1) // 2,
+                        "faces": "test", "histogram": {"edges": leakage.HIST_EDGES.tolist(),
+                                                       "counts": [1] * (len(leakage.HIST_EDGES) - 1)}},
+           "pairs": pairs, "identity_clusters": {}}
+  split_of = {f: ("train", "test")[i % 3 == 0] for i, f in enumerate(files)}
+  leak = leakage.summarise(found, split_of, "")
+  leakage.write(str(tmp_path), found, leak, str(tmp_path), split_of)
+  md = "\n".join(leakage.report_md(leak))
+  sizes = {k: os.path.getsize(tmp_path / k) for k in (leakage.LEAKAGE_FILE, leakage.SHEET_FILE)}
+  print(f"{len(pairs)} pairs: leakage.json {sizes[leakage.LEAKAGE_FILE]} B, sheet {sizes[leakage.SHEET_FILE]} B, "
+        f"report section {len(md)} B, console {len(chr(10).join(leakage.summary_lines(leak)))} B")
+  assert sizes[leakage.LEAKAGE_FILE] < 50_000 and len(md) < 20_000 and sizes[leakage.SHEET_FILE] < 400_000
+  assert len(leakage.summary_lines(leak)) < 20
+  with gzip.open(tmp_path / leakage.PAIRS_FILE, "rt") as f:  # The full list, compressed.
+    assert sum(1 for _ in csv.reader(f)) == len(pairs) + 1
+  assert leak["cross_split"]["same_person"] == len(leakage.cross_split(pairs, split_of))
+
+
+def test_alignment_drops_reach_the_run_and_aligned_crops_are_not_detected_again(tmp_path, monkeypatch):
+  monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
+  src = tmp_path / "raw"
+  a = data.astronaut()
+  for cls in ("p", "q"):
+    for i in range(6):
+      lfw = np.asarray(Image.fromarray((255 * data.lfw_subset()[i + 6 * (cls == "q")]).astype(np.uint8))
+                       .resize((120, 120), Image.BICUBIC).convert("RGB"))
+      _save(str(src), f"{cls}/lfw{i}.png", lfw)
+  _save(str(src), "p/astro.png", a)
+  _save(str(src), "q/coffee.png", data.coffee())  # No face: a marked centre crop with --fallback center.
+  (src / "q" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+  dst = tmp_path / "aligned"
+  assert align_cli.main(["--src", str(src), "--dst", str(dst), "--style", "arcface112", "--fallback",
+                         "center"]) == 0
+  c = small_config(dst, method="svm", **{"data.split": "fraction", "data.test_fraction": 0.5})
+  c.leakage.embedder = "builtin:sface"
+  rows, _, leak = train.load_split(c, str(dst), str(tmp_path / "wd"))
+  skipped = {r.file: r.reason for r in rows if r.split == "skipped"}
+  assert skipped == {"[not aligned] q/broken.jpg": skipped.get("[not aligned] q/broken.jpg")}
+  assert "alignment: unreadable" in skipped["[not aligned] q/broken.jpg"]
+  assert "no second detection" in leak["identity"]["faces"]
+  assert leak["no_face_examples"] == ["q/coffee.png"] and "centre-crop fallback" in leak["no_face_reason"]
+  from jfacediag import embed  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "e.npz"
+  assert embed.main(["--weights", "builtin:sface", "--images", str(dst), "--out", str(out)]) == 0
+  z = np.load(out)
+  assert len(z["files"]) == 14 and not len(z["errors"])  # align.json, manifest.csv ... are not images.
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(ASD), reason=f"{ASD} is absent (real children's photos; see its README)")
+def test_false_pairs_on_real_photos_of_different_children(tmp_path, monkeypatch):
+  """300 children of one age group: the adult threshold links most of them; the calibrated one keeps the
+  false-pair count near its stated rate and no cluster grows beyond a pair."""
+  monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
+  files = sorted(os.path.relpath(p, ASD) for p in glob.glob(os.path.join(ASD, "*", "*.jpg")))
+  found = leakage.find_pairs(ASD, files, _cfg(), show_progress=False)
+  ident, kinds = found["identity"], collections.Counter(p["kind"] for p in found["pairs"])
+  sizes = collections.Counter(leakage.groups(files, found, leakage.GROUP_KINDS["identity"]).values())
+  print(f"{len(files)} children: threshold {ident['threshold']:.3f} ({ident['source']}); pairs {dict(kinds)}; "
+        f"adult threshold would flag {ident['above_model_threshold']} of {ident['pairs_compared']}; largest "
+        f"identity group {max(sizes.values())}")
+  assert ident["above_model_threshold"] > 0.02 * ident["pairs_compared"]  # What the adult threshold does here.
+  assert kinds["same_person"] <= 3 * ident["expected_false_pairs"] + 3 and max(sizes.values()) <= 3
+  assert kinds["same_photo"] >= 2  # Two pairs of one photo under two crops sit in this sample.
