@@ -2,6 +2,7 @@
 # Runs jfacediag.train on this machine, on several GPU hosts, or on a Cloud TPU VM (single host or pod slice).
 #
 #   ./launch.sh [--dry-run] local [--processes N] [--devices-per-process D] -- --config configs/demo.py [train flags]
+#   (--dry-run may also come after the target or its options, anywhere before the `--`)
 #   ./launch.sh [--dry-run] gpu (--hosts FILE | inside a SLURM allocation) [--port P] [--repo DIR] -- TRAIN FLAGS
 #   ./launch.sh [--dry-run] tpu create|setup|run|logs|delete [settings] [-- TRAIN FLAGS]
 #
@@ -62,6 +63,15 @@ need_train_args() {
   [[ $# -gt 0 ]] || die "no training flags: add -- --config configs/<name>.py [--workdir DIR] [--config.x=y ...]"
 }
 
+# Values that reach a remote shell or an ssh command line are checked, then quoted anyway.
+check_port() {
+  [[ $1 =~ ^[0-9]{1,5}$ ]] && (( 10#$1 >= 1 && 10#$1 <= 65535 )) || die "--port must be a number 1-65535, got '$1'"
+}
+check_host() {  # [user@]host, no leading dash (ssh would read it as an option), nothing a shell would expand.
+  [[ $1 =~ ^([A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] ||
+    die "--hosts: '$1' is not a host name ([user@]host: letters, digits, dots and dashes)"
+}
+
 # == local =============================================================================================================
 cmd_local() {
   local procs=1 devices=0 port=${JFACEDIAG_PORT:-12355}
@@ -76,6 +86,8 @@ cmd_local() {
   done
   need_train_args "$@"
   [[ $procs =~ ^[1-9][0-9]*$ ]] || die "--processes must be a positive integer, got $procs"
+  [[ $devices =~ ^[0-9]+$ ]] || die "--devices-per-process must be a non-negative integer, got $devices"
+  check_port "$port"
   local python=${PYTHON:-python}
   local -a envs=()
   if [[ $devices != 0 ]]; then envs+=("XLA_FLAGS=--xla_force_host_platform_device_count=$devices"); fi
@@ -104,6 +116,7 @@ cmd_gpu() {
     esac
   done
   need_train_args "$@"
+  check_port "$port"
   if [[ -z $hosts_file ]]; then
     [[ -n ${SLURM_JOB_ID:-} ]] || die "gpu needs --hosts FILE (one host per line) or a SLURM allocation (SLURM_JOB_ID)"
     run srun --ntasks="${SLURM_NNODES:-1}" --ntasks-per-node=1 "$repo/.venv/bin/python" -m jfacediag.train "$@" \
@@ -113,12 +126,15 @@ cmd_gpu() {
   [[ -f $hosts_file ]] || die "--hosts $hosts_file: no such file"
   local -a hosts=()
   local h
-  while read -r h; do [[ -n $h && $h != \#* ]] && hosts+=("$h"); done < "$hosts_file"
+  while read -r h; do
+    h=${h%%#*}; h=${h//[[:space:]]/}
+    if [[ -n $h ]]; then check_host "$h"; hosts+=("$h"); fi
+  done < "$hosts_file"
   [[ ${#hosts[@]} -gt 0 ]] || die "--hosts $hosts_file lists no host"
-  local n=${#hosts[@]} coordinator="${hosts[0]}:$port" i
+  local n=${#hosts[@]} coordinator="${hosts[0]#*@}:$port" i
   for ((i = 0; i < n; i++)); do
-    run_bg ssh "${hosts[$i]}" "cd $(printf '%q' "$repo") && JAX_COORDINATOR_ADDRESS=$coordinator JAX_NUM_PROCESSES=$n \
-JAX_PROCESS_ID=$i .venv/bin/python -m jfacediag.train $(quote "$@")"
+    run_bg ssh -- "${hosts[$i]}" "cd $(quote "$repo") && JAX_COORDINATOR_ADDRESS=$(quote "$coordinator") \
+JAX_NUM_PROCESSES=$n JAX_PROCESS_ID=$i .venv/bin/python -m jfacediag.train $(quote "$@")"
   done
   wait_all "process (host order)"
 }
@@ -152,7 +168,12 @@ cmd_tpu() {
       need "$version" --version TPU_VERSION "the TPU software version (e.g. tpu-ubuntu2204-base)"
       run "${tpu[@]}" create "$name" "${where[@]}" --accelerator-type="$type" --version="$version" ;;
     setup)
-      local archive=/tmp/jfacediag-src.tar.gz
+      local archive
+      if [[ $DRY_RUN == 0 ]]; then
+        archive=$(mktemp -d)/jfacediag-src.tar.gz  # Private: not a fixed, predictable path in /tmp.
+      else
+        archive='$TMPDIR/jfacediag-src.tar.gz'
+      fi
       run git archive --format=tar.gz -o "$archive" HEAD
       run "${tpu[@]}" scp "$archive" "$name:~/jfacediag-src.tar.gz" "${where[@]}" --worker=all
       run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="mkdir -p ~/jfacediag && \
@@ -171,7 +192,14 @@ $(quote "$@") --config.distributed=yes > ~/jfacediag/train.log 2>&1 &" ;;
 }
 
 # == main ==============================================================================================================
-if [[ ${1:-} == --dry-run ]]; then DRY_RUN=1; shift; fi
+# --dry-run may stand anywhere before the `--` that starts the training flags.
+args=() seen_dashes=0
+for a in "$@"; do
+  if [[ $seen_dashes == 0 && $a == --dry-run ]]; then DRY_RUN=1; continue; fi
+  [[ $a == -- ]] && seen_dashes=1
+  args+=("$a")
+done
+set -- "${args[@]+"${args[@]}"}"
 target=${1:-}
 [[ -n $target ]] || die "usage: ./launch.sh [--dry-run] local|gpu|tpu ... (see the top of launch.sh)"
 shift

@@ -41,6 +41,8 @@ def get_config():
   # Keep clusters of related images in one split: "" (off), "duplicates" (exact and near-duplicate images) or
   # "identity" (duplicates and same-person pairs by face embeddings, see the leakage section).
   c.data.group_by = ""
+  # Images above this size are listed as unreadable, never decoded (a 100-megapixel decode costs 3.4 GB).
+  c.data.max_megapixels = 50.0
   # The split is written to WORKDIR/manifest.csv and reused on resume; a run whose split settings differ from the
   # manifest's fails and shows the difference.
 
@@ -158,6 +160,12 @@ def get_config():
   # == Processes ====================================================================================================
   # "auto": call jax.distributed.initialize() when JAX_COORDINATOR_ADDRESS is set (launch.sh sets it), "yes", "no".
   c.distributed = "auto"
+
+  # == Resuming =====================================================================================================
+  # A workdir that holds a trained state resumes only with the settings it was trained with (WORKDIR/run_config.json;
+  # jfacediag/config_check.py lists the few that never change a result). Comma-separated fields allowed to differ
+  # anyway, e.g. "train.epochs" to extend a run (which then no longer equals an uninterrupted run).
+  c.resume_allow = ""
   return c
 
 

@@ -39,7 +39,7 @@ from absl import app, flags, logging
 import numpy as np
 from scipy import stats
 
-from jfacediag import fileio, metrics as metrics_lib, train
+from jfacediag import fileio, metrics as metrics_lib, train, workdir_lock
 
 # --config and --workdir are jfacediag.train's flags (one definition per process); --workdir defaults to
 # runs/cv-<config name> here.
@@ -288,6 +288,7 @@ def main(argv):
       root = train.data_dir_for(config.data, workdir)
       sys.exit(0 if run_folds(config, workdir, root, _ONLY.value.split(","), _INNER_VAL.value,
                               _KEEP.value) else 3)
+    workdir_lock.acquire(workdir, "CV --workdir")  # Released at exit; --parallel workers lock their fold dirs.
     check_settings(workdir, {"folds": folds, "repeats": repeats, "inner_val": _INNER_VAL.value,
                              "config": json.loads(config.to_json_best_effort())})
     root = train.data_dir_for(config.data, workdir)
@@ -306,7 +307,7 @@ def main(argv):
       ok = run_folds(config, workdir, root, pending, _INNER_VAL.value, _KEEP.value)
     result = aggregate(config, workdir, folds, repeats)
     write(workdir, result)
-  except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
+  except (ValueError, FileNotFoundError, KeyError, ImportError, workdir_lock.Locked) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   s = result.get("summary", {}).get("accuracy")

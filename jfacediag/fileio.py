@@ -38,6 +38,10 @@ def makedirs(path):
     os.makedirs(path, exist_ok=True)
 
 
+def listdir(path):
+  return tf().io.gfile.listdir(path) if is_remote(path) else os.listdir(path)
+
+
 def replace(src, dst):
   if is_remote(src):
     tf().io.gfile.rename(src, dst, overwrite=True)

@@ -235,6 +235,14 @@ def identity_clusters(files, emb, same_person, threshold):
   return out
 
 
+def _pair_blocks(unit, rows=1024):
+  """(first row, cosines of those rows against all, mask of each pair once) over row blocks: O(rows * n) memory."""
+  n = len(unit)
+  for lo in range(0, n, rows):
+    block = unit[lo:lo + rows] @ unit.T
+    yield lo, block, np.arange(n)[None, :] > np.arange(lo, lo + block.shape[0])[:, None]
+
+
 def find_pairs(root, files, cfg, show_progress=True):
   """Every duplicate, same-photo and same-person pair among `files` (relative to root). cfg = config.leakage."""
   files = list(files)
@@ -249,32 +257,28 @@ def find_pairs(root, files, cfg, show_progress=True):
     faces = _Faces(root, files)
     emb, arch = _embeddings(faces, cfg.embedder, show_progress)
     have = np.nonzero(~np.isnan(emb[:, 0]))[0]
-    rng = np.random.default_rng(0)
-    m = len(have)
+    unit, m = emb[have], len(have)
     total = m * (m - 1) // 2
-    if total <= 2_000_000:
-      iu = np.triu_indices(m, 1)
-      sample = (emb[have[iu[0]]] * emb[have[iu[1]]]).sum(1)
-    else:  # Random pairs: the fit needs the bulk of the distribution, not every pair.
-      a, b = rng.integers(0, m, 2_000_000), rng.integers(0, m, 2_000_000)
-      sample = (emb[have[a[a != b]]] * emb[have[b[a != b]]]).sum(1)
     model = VERIFICATION_THRESHOLDS.get(arch)
+    # Pass 1: the histogram, the count above the adult threshold, and up to 2M pair cosines for the calibration
+    # (a random subset of larger sets: the fit needs the bulk of the distribution, not every pair).
+    rng, keep = np.random.default_rng(0), min(1.0, 2_000_000 / max(total, 1))
+    hist, above_model, sample = np.zeros(len(HIST_EDGES) - 1, np.int64), 0, []
+    for _, block, upper in _pair_blocks(unit):
+      vals = block[upper]
+      hist += np.histogram(np.clip(vals, HIST_EDGES[0], HIST_EDGES[-1]), HIST_EDGES)[0]
+      above_model += int((vals >= model).sum()) if model is not None else 0
+      sample.append(vals if keep == 1.0 else vals[rng.random(len(vals)) < keep])
+    sample = np.concatenate(sample) if sample else np.zeros(0, np.float32)
     if cfg.threshold:
       ident = {"threshold": float(cfg.threshold), "source": "leakage.threshold", "model_threshold": model,
                "false_match_rate": None, "median": float(np.median(sample)) if len(sample) else None}
     else:
       ident = calibrate(sample, cfg.false_match_rate, model)
     threshold = ident["threshold"]
-    lowest = min(threshold, cfg.same_photo_min_cosine)
-    hist = np.zeros(len(HIST_EDGES) - 1, np.int64)
-    above_model, candidates, sims = 0, [], {}
-    for lo in range(0, m, 1024):
-      block = emb[have[lo:lo + 1024]] @ emb[have].T
-      upper = np.arange(m)[None, :] > np.arange(lo, lo + block.shape[0])[:, None]  # Each pair once.
-      vals = block[upper]
-      hist += np.histogram(np.clip(vals, HIST_EDGES[0], HIST_EDGES[-1]), HIST_EDGES)[0]
-      if model is not None:
-        above_model += int((vals >= model).sum())
+    # Pass 2: the candidate pairs, at or above the lower of the identity and same-photo thresholds.
+    lowest, candidates, sims = min(threshold, cfg.same_photo_min_cosine), [], {}
+    for lo, block, upper in _pair_blocks(unit):
       for r, c in zip(*np.nonzero(upper & (block >= lowest))):
         i, j = int(have[lo + r]), int(have[c])
         candidates.append((min(i, j), max(i, j)))

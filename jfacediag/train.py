@@ -9,6 +9,7 @@ history.jsonl, tensorboard/, and report/ (metrics.json, predictions.csv, confusi
 roc.png for two classes, report.md). Rerunning the same command on a workdir that holds a checkpoint resumes it.
 With config.method="svm,finetune" each method gets WORKDIR/<method>/ and WORKDIR/report.md compares them.
 """
+import contextlib
 import json
 import math
 import os
@@ -25,10 +26,10 @@ from ml_collections import config_flags
 import numpy as np
 from tqdm import tqdm
 
-from jfacediag import calibration, checkpointing, confounds, dsift, fileio, leakage, metric_writer
-from jfacediag import metrics as metrics_lib, models, optim, report, sharding, steps, svm
+from jfacediag import calibration, checkpointing, config_check, confounds, dsift, fileio, leakage, metric_writer
+from jfacediag import metrics as metrics_lib, models, optim, report, sharding, steps, svm, workdir_lock
 from jfacediag.align import folder as align_folder
-from jfacediag.data import lfw_subset, pipeline, splits, toy
+from jfacediag.data import images, lfw_subset, pipeline, splits, toy
 from jfacediag.models import builtin, classifier, weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
@@ -102,6 +103,22 @@ def load_split(config, root, workdir):
   return rows, classes, leak
 
 
+def check_classes(rows, classes, root, config):
+  """Refuses data that cannot give a meaningful result: one class, or a class with no training or test image, or a
+  fine-tuning batch larger than the training split."""
+  if len(classes) < 2:
+    raise ValueError(f"{root} has one class ({classes[0]!r}): a classifier needs at least two class folders")
+  missing = [f"{c!r} ({s})" for c in classes for s in ("train", "test")
+             if not any(r.class_name == c and r.split == s for r in rows)]
+  if missing:
+    raise ValueError(f"no image of class {', '.join(missing)} in that split; each class needs at least one "
+                     f"training and one test image (data.split={config.data.split!r}, {root})")
+  n_train = sum(r.split == "train" for r in rows)
+  if config.method == "finetune" and config.input.batch_size > n_train:
+    raise ValueError(f"input.batch_size={config.input.batch_size} is larger than the {n_train} training images; "
+                     f"use at most {n_train}")
+
+
 def alignment_drops(root, classes):
   """Photos that jfacediag.align left out of `root` (no face, unreadable), as skipped manifest rows, so that the
   run's manifest and report count them; rows for a class not among `classes` are listed under their folder."""
@@ -166,9 +183,14 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
   start = ckpts.latest_step() or 0
   if start:
     state, meta = ckpts.restore(start, state)
-    if meta["total_steps"] != total:
+    extending = "train.epochs" in config.resume_allow.split(",")  # config_check let the change through.
+    if meta["total_steps"] != total and not (extending and total >= start):
       raise ValueError(f"The checkpoint was written by a run of {meta['total_steps']} steps; this config gives "
-                       f"{total} (train.epochs, input.batch_size or the split changed). Use a new --workdir.")
+                       f"{total} (train.epochs, input.batch_size or the split changed). Use a new --workdir"
+                       + (f", or train.epochs for at least {start} steps." if extending else "."))
+    if meta["total_steps"] != total:
+      log(f"Extending the run from {meta['total_steps']} to {total} steps (config.resume_allow=train.epochs): the "
+          f"learning-rate schedule now spans {total} steps.")
     log(f"Resuming from step {start}/{total} (epoch {start / steps_per_epoch:.2f}).")
 
   dtype = steps.compute_dtype(config.dtype)
@@ -348,12 +370,29 @@ def run_methods(config, workdir, methods):
 def run(config, workdir):
   """Runs config in workdir; returns the metrics dict (None when the run stopped before the end).
 
-  With several methods (config.method="svm,finetune") returns {method: metrics dict} (see run_methods).
+  With several methods (config.method="svm,finetune") returns {method: metrics dict} (see run_methods). The
+  workdir is locked for the run (jfacediag/workdir_lock.py): a second run on it stops at once, naming the first.
   """
-  # == Setup: processes, mesh, workdir ===============================================================================
+  config_check.validate(config)
+  images.MAX_PIXELS = int(config.data.max_megapixels * 1e6)
   sharding.maybe_initialize_distributed(config.distributed)
   workdir = fileio.absolute(workdir)
+  if not fileio.is_remote(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir {workdir} is a file, not a directory")
   fileio.makedirs(workdir)
+  with workdir_lock.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _run(config, workdir)
+
+
+def _trained(workdir):
+  """The workdir holds a trained state: an orbax checkpoint step or a fitted dsift model."""
+  ckpt = os.path.join(workdir, "checkpoints")
+  steps_dirs = [d for d in (fileio.listdir(ckpt) if fileio.exists(ckpt) else []) if d.rstrip("/").isdigit()]
+  return bool(steps_dirs) or fileio.exists(os.path.join(workdir, dsift.MODEL_FILE))
+
+
+def _run(config, workdir):
+  # == Setup: methods, workdir =======================================================================================
   methods = [m.strip() for m in config.method.split(",")]
   if len(methods) > 1:
     return run_methods(config, workdir, methods)
@@ -361,10 +400,12 @@ def run(config, workdir):
   log(f"jfacediag: {config.method} on {on}; {jax.device_count()} device(s) "
       f"({jax.devices()[0].platform}), {jax.process_count()} process(es); workdir {workdir}")
   if jax.process_index() == 0:
+    changed = config_check.check_resume(config, workdir, _trained(workdir))
+    if changed:
+      log("Resuming with changed settings (config.resume_allow): "
+          + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     with fileio.open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  if config.method not in ("finetune", "svm", "dsift"):
-    raise ValueError(f"config.method={config.method!r}; expected 'finetune', 'svm' or 'dsift'")
 
   # == Data: folder, split (manifest), per-split file lists ==========================================================
   root = data_dir_for(config.data, workdir)
@@ -381,6 +422,7 @@ def run(config, workdir):
   for s in ("train", "test"):
     if not counts[s]:
       raise ValueError(f"The {s} split is empty; check data.split and the folder {root}")
+  check_classes(rows, classes, root, config)
 
   # == Method ========================================================================================================
   te_files, te_labels = data["test"]
@@ -489,7 +531,7 @@ def main(argv):
     log(f"--workdir not given: using {workdir}")
   try:
     run(_CONFIG.value, workdir)
-  except (ValueError, FileNotFoundError, KeyError, ImportError) as e:  # Bad config or data: the message, no stack.
+  except (ValueError, FileNotFoundError, KeyError, ImportError, workdir_lock.Locked) as e:  # The message, no stack.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, small_config, subprocess_env
 from jfacediag import train
 from jfacediag.convert import archs, cli, mapping, sources, verify
-from jfacediag.models import weights
+from jfacediag.models import builtin, weights
 from jfacediag.reference.randomize import randomize_
 
 TOL = 1e-4  # max |flax - torch| relative to max |torch output|
@@ -171,3 +171,89 @@ def test_converted_backbone_trains_in_the_spine(toy_dir, tmp_path):
   assert result["num_test"] == 36
   m = json.loads((tmp_path / "wd" / "report" / "metrics.json").read_text())
   assert m["run"]["init_checkpoint"] == str(tmp_path / "weights") and m["run"]["checkpoint_step"] == 1
+
+
+# == Malformed files: one line naming the file, exit code 2 ===========================================================
+def _malformed(kind, d):
+  """Writes one broken or odd weights file of `kind` into d; returns its path."""
+  sd = {"conv1.weight": torch.randn(10, 3, 3, 3), "conv1.bias": torch.randn(10)}
+  path = d / {"torch_zip": "w.pth", "torch_legacy": "w.pt", "pickle": "w.pkl", "random": "w.pth",
+              "st_list": "w.safetensors", "st_no_offsets": "w.safetensors", "st_string": "w.safetensors",
+              "st_truncated": "w.safetensors", "onnx_garbage": "w.onnx", "onnx_truncated": "w.onnx",
+              "onnx_outside": "ext/w.onnx", "onnx_missing": "ext/w.onnx", "npy_plain": "w.npy",
+              "npz_object": "w.npz"}[kind]
+  path.parent.mkdir(parents=True, exist_ok=True)
+
+  def half(write):
+    write(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+  def safetensors(header, data=b"\0" * 64):
+    h = json.dumps(header).encode()
+    path.write_bytes(len(h).to_bytes(8, "little") + h + data)
+
+  if kind == "torch_zip":
+    half(lambda p: torch.save(sd, p))
+  elif kind == "torch_legacy":
+    half(lambda p: torch.save(sd, p, _use_new_zipfile_serialization=False))
+  elif kind == "pickle":
+    half(lambda p: p.write_bytes(pickle.dumps({k: v.numpy() for k, v in sd.items()}, protocol=2)))
+  elif kind == "random":
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+  elif kind == "st_list":
+    safetensors([1, 2])
+  elif kind == "st_no_offsets":
+    safetensors({"conv1.weight": {"dtype": "F32", "shape": [2]}})
+  elif kind == "st_string":
+    safetensors({"conv1.weight": "hello"})
+  elif kind == "st_truncated":
+    safetensors({"conv1.weight": {"dtype": "F32", "shape": [100], "data_offsets": [0, 400]}})
+  elif kind in ("onnx_garbage", "onnx_truncated"):
+    data = open(builtin.source_file("sface"), "rb").read()
+    path.write_bytes(np.random.default_rng(0).bytes(3000) if kind == "onnx_garbage" else data[:len(data) // 3])
+  elif kind in ("onnx_outside", "onnx_missing"):
+    import onnx  # pylint: disable=g-import-not-at-top
+    from onnx import helper, numpy_helper, TensorProto  # pylint: disable=g-import-not-at-top
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+    onnx.save_model(helper.make_model(g), str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    m = onnx.load(str(path), load_external_data=False)
+    for e in m.graph.initializer[0].external_data:
+      if e.key == "location":
+        e.value = "../../outside.bin" if kind == "onnx_outside" else "missing.bin"
+    onnx.save(m, str(path))
+  elif kind == "npy_plain":
+    np.save(path, np.zeros((3, 3), np.float32))
+  elif kind == "npz_object":
+    np.savez(path, **{"conv1.weight": np.array([{"a": 1}], dtype=object)})
+  return path
+
+
+@pytest.mark.parametrize("kind,says", [
+    ("torch_zip", "whose end is missing"), ("torch_legacy", "torch.load cannot read it"),
+    ("pickle", "pickle data was truncated"), ("random", "none of the formats"), ("st_list", "JSON list"),
+    ("st_no_offsets", "data_offsets"), ("st_string", "each tensor needs"), ("st_truncated", "spans bytes"),
+    ("onnx_garbage", "not a valid ONNX model"), ("onnx_truncated", "not a valid ONNX model"),
+    ("onnx_outside", "refused: its external data"), ("onnx_missing", "external data cannot be read"),
+    ("npy_plain", "not named tensors"), ("npz_object", "object arrays")])
+def test_a_malformed_file_gets_one_line_and_exit_code_2(kind, says, tmp_path, capsys):
+  src = _malformed(kind, tmp_path)
+  arch = "sface" if kind.startswith("onnx") else "mtcnn_pnet"
+  code = cli.main(["--arch", arch, "--src", str(src), "--out", str(tmp_path / "out")])  # An escaping error fails.
+  err = capsys.readouterr().err.strip().splitlines()
+  print(kind, "->", err)
+  assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(src) in err[0] and says in err[0]
+  assert not (tmp_path / "out").exists()
+
+
+def test_npz_and_protocol5_pickles_of_arrays_are_read(tmp_path):
+  want = {"conv1.weight": np.random.default_rng(0).normal(size=(10, 3, 3, 3)).astype(np.float32),
+          "conv1.bias": np.arange(10, dtype=np.float32)}
+  np.savez(tmp_path / "w.npz", **want)
+  (tmp_path / "w5.pkl").write_bytes(pickle.dumps(want, protocol=5))  # numpy 2: numpy._core.numeric._frombuffer.
+  for name in ("w.npz", "w5.pkl"):
+    got = sources.read(str(tmp_path / name))
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want), name

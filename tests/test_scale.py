@@ -1,6 +1,7 @@
 """Scaling out: 2 processes x 2 devices equal 1 process x 4 devices; launch.sh commands; bf16; the benchmark."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -122,7 +123,7 @@ def test_launch_dry_run_prints_the_commands(tmp_path):
   assert r.returncode == 0 and len(lines) == 2, r.stdout + r.stderr
   for i, (line, host) in enumerate(zip(lines, ("gpu-a", "gpu-b"))):
     line = line.replace("\\", "")
-    assert line.startswith(f"+ ssh {host} ") and "JAX_COORDINATOR_ADDRESS=gpu-a:12355 JAX_NUM_PROCESSES=2" in line
+    assert line.startswith(f"+ ssh -- {host} ") and "JAX_COORDINATOR_ADDRESS=gpu-a:12355 JAX_NUM_PROCESSES=2" in line
     assert f"JAX_PROCESS_ID={i}" in line and "cd /srv/jfacediag" in line
   r = _dry("gpu", "--", *train, env={"SLURM_JOB_ID": "7", "SLURM_NNODES": "4"})
   assert r.returncode == 0 and r.stdout.startswith("+ srun --ntasks=4 --ntasks-per-node=1")
@@ -130,6 +131,42 @@ def test_launch_dry_run_prints_the_commands(tmp_path):
   lines = r.stdout.strip().splitlines()
   assert r.returncode == 0 and len(lines) == 2
   assert all("XLA_FLAGS=--xla_force_host_platform_device_count=2" in l and "JAX_NUM_PROCESSES=2" in l for l in lines)
+
+
+def test_launch_quotes_every_value_that_reaches_a_remote_shell(tmp_path):
+  """Hostile values: refused (port, host names) or passed through as plain arguments; the printed remote command,
+  run by a local shell with a stub python, creates nothing and hands the training flags over unchanged."""
+  hosts = tmp_path / "hosts"
+  for bad_hosts, port, says in ((["gpu-a", "$(touch PWNED)"], "12355", "is not a host name"),
+                                (["-oProxyCommand=touch PWNED"], "12355", "is not a host name"),
+                                (["gpu-a"], "12355;touch PWNED;", "--port must be a number")):
+    hosts.write_text("\n".join(bad_hosts) + "\n")
+    r = _dry("gpu", "--hosts", str(hosts), "--port", port, "--", "--config", "c.py")
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+  hosts.write_text("user@gpu-a  # the coordinator\ngpu-b\n")
+  repo = tmp_path / "repo dir;$(touch PWNED)"
+  (repo / ".venv" / "bin").mkdir(parents=True)
+  stub = repo / ".venv" / "bin" / "python"
+  stub.write_text("#!/usr/bin/env bash\nprintf '%s\\n' \"$@\" > args.txt\n")
+  stub.chmod(0o755)
+  flags = ["--config", "c.py", "--workdir", "w;touch PWNED", "--config.x=$(touch PWNED)", "it's"]
+  r = _dry("gpu", "--hosts", str(hosts), "--repo", str(repo), "--", *flags)
+  assert r.returncode == 0, r.stderr
+  lines = r.stdout.strip().splitlines()
+  for line in lines:
+    argv = shlex.split(line[2:])
+    assert argv[:2] == ["ssh", "--"] and argv[2] in ("user@gpu-a", "gpu-b") and argv[-1] == "&"
+    subprocess.run(["bash", "-c", argv[3]], cwd=tmp_path, check=True, timeout=30)
+    assert (repo / "args.txt").read_text().splitlines() == ["-m", "jfacediag.train", *flags]
+    assert "JAX_COORDINATOR_ADDRESS=gpu-a:12355" in argv[3]
+  assert not list(tmp_path.rglob("PWNED"))
+  r = _dry("tpu", "run", "--dry-run", *TPU, "--", *flags)  # --dry-run after the target works too.
+  assert r.returncode == 0 and not list(tmp_path.rglob("PWNED"))
+  remote = shlex.split(r.stdout[2:])[-1].split("=", 1)[1]
+  assert shlex.split(remote.split("nohup ", 1)[1].split(" >")[0]) == ["python", "-m", "jfacediag.train", *flags,
+                                                                      "--config.distributed=yes"]
+  r = _dry("tpu", "setup", *TPU)
+  assert "/tmp/jfacediag-src" not in r.stdout  # No fixed, predictable path.
 
 
 @pytest.mark.parametrize("args, message", [

@@ -128,6 +128,46 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+def _kill_when(proc, ready, deadline=300):
+  end = time.time() + deadline
+  while time.time() < end and proc.poll() is None:
+    if ready():
+      proc.kill()  # SIGKILL: no handler runs, nothing is flushed.
+      proc.wait()
+      return True
+    time.sleep(0.01)
+  proc.kill()
+  proc.wait()
+  return False
+
+
+@pytest.mark.slow
+def test_sigkill_early_mid_run_and_during_a_checkpoint_save_resumes_exactly(toy_dir, tmp_path):
+  """Three SIGKILLs: before the first checkpoint, mid-run, and while orbax writes a checkpoint (its temporary
+  folder exists). Each rerun of the same command ends with the parameters of a run that never stopped."""
+  flags = ("--config.train.epochs=9", "--config.train.checkpoint_every_steps=5")  # 72 / 16 = 4.5 steps an epoch.
+  run = lambda wd: subprocess.run(_cli(wd, toy_dir, *flags), check=True, env=subprocess_env(), cwd=REPO,  # noqa
+                                  capture_output=True, timeout=600)
+  run(tmp_path / "straight")
+  total, want = final_params(tmp_path / "straight")
+  ckpt = lambda wd: wd / "checkpoints"  # noqa: E731
+  points = {
+      "early": lambda wd: (wd / "manifest.csv").exists(),  # Split written, nothing trained yet.
+      "mid": lambda wd: (wd / "history.jsonl").exists() and len((wd / "history.jsonl").read_text().splitlines()) >= 17,
+      "saving": lambda wd: ckpt(wd).exists() and any("tmp" in p.name for p in ckpt(wd).iterdir()),
+  }
+  for name, ready in points.items():
+    wd = tmp_path / name
+    proc = subprocess.Popen(_cli(wd, toy_dir, *flags), env=subprocess_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    assert _kill_when(proc, lambda: ready(wd)), f"{name}: the run ended before the kill point"
+    run(wd)  # The same command again.
+    step, got = final_params(wd)
+    assert step == total, name
+    for a, b in zip(want, got):
+      np.testing.assert_allclose(a, b, atol=1e-6, rtol=0, err_msg=name)
+
+
 SHARDED = """
 import json, sys
 sys.path.insert(0, {repo!r})
@@ -173,6 +213,7 @@ def test_bad_files_are_listed_and_readable_ones_used(tmp_path):
   assert "truncated.jpg" in (tmp_path / "wd" / "report" / "report.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_init_checkpoint_loads_into_backbone(toy_dir, tmp_path):
   spec = models.get("resnet_tiny")
   src = spec.make().init(jax.random.key(5, impl="rbg"), np.zeros((1, 32, 32, 3), np.float32))
@@ -191,5 +232,5 @@ def test_init_checkpoint_loads_into_backbone(toy_dir, tmp_path):
   with pytest.raises(ValueError, match="holds 'resnet_tiny' weights"):
     train.run(bad, str(tmp_path / "wd2"))
   other = small_config(toy_dir, **{"init.checkpoint": str(tmp_path / "w"), "model.backbone": "resnet_tiny"})
-  with pytest.raises(ValueError, match="holds checkpoints of a 'svm' run"):
+  with pytest.raises(ValueError, match="method: 'svm' -> 'finetune'"):
     train.run(other, str(tmp_path / "wd"))  # A finetune config on the svm workdir: refused, nothing overwritten.

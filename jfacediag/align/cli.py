@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from jfacediag import workdir_lock
 from jfacediag.align import detectors, folder, styles
 from jfacediag.align.folder import ERRORS, INFO, MANIFEST, NO_FACE
 from jfacediag.data import images
@@ -144,7 +145,11 @@ def run(args):
     raise FileNotFoundError(f"--src {args.src!r} is not a folder")
   if os.path.abspath(args.dst).startswith(os.path.abspath(args.src) + os.sep):
     raise ValueError("--dst must not be inside --src")
-  os.makedirs(args.dst, exist_ok=True)
+  with workdir_lock.held(args.dst, "--dst"):
+    return _run(args)
+
+
+def _run(args):
   info_path = os.path.join(args.dst, INFO)
   setting = {"style": args.style, "size": args.size, "detector": args.detector, "all_faces": args.all_faces,
              "fallback": args.fallback, "max_detect_side": args.max_detect_side}
@@ -201,7 +206,7 @@ def main(argv=None):
   args = parse(sys.argv[1:] if argv is None else argv)
   try:
     run(args)
-  except (ValueError, FileNotFoundError, ImportError) as e:
+  except (ValueError, FileNotFoundError, ImportError, workdir_lock.Locked) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jfacediag.convert import sources
 from jfacediag.convert.mapping import ConversionError
 from jfacediag.models import layers as model_layers
 
@@ -93,15 +94,31 @@ def _input_affine(g, const):
   return [float(m) for m in mean], [float(v) for v in std]
 
 
+def load_model(path):
+  """onnx.load with one-sentence errors: a file that is not an ONNX model, and external data that is missing or
+  points outside the model's folder (onnx refuses both; so does jfacediag, naming the file)."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
+  try:
+    return onnx.load(path)
+  except message.DecodeError as e:
+    raise sources.MalformedCheckpoint(f"{path}: not a valid ONNX model (protobuf: {e}); truncated or another "
+                                      "format") from e
+  except onnx.checker.ValidationError as e:
+    text = str(e).strip().splitlines()[0]
+    if "outside" in text:
+      raise sources.UnsafeCheckpoint(f"{path}: refused: its external data {text.split('but ')[-1]}") from e
+    raise sources.MalformedCheckpoint(f"{path}: its external data cannot be read: {text}") from e
+
+
 def read_graph(path):
   """Returns (layers, graph constants used by non-layer ops, used initialisers, initialisers the nodes read,
   input normalisation (mean, std) done inside the graph or None)."""
   try:
-    import onnx  # pylint: disable=g-import-not-at-top
     from onnx import numpy_helper  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError("reading .onnx files needs the `onnx` package (pip install onnx)") from e
-  model = onnx.load(path)
+  model = load_model(path)
   g = model.graph
   const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
   origin = {k: {k} for k in const}  # Constant value -> the initialisers it was computed from.
@@ -273,8 +290,7 @@ def onnxruntime_outputs(path, x_nchw):
     import onnxruntime as ort  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError("--verify of an .onnx file needs onnxruntime (pip install -e '.[dev]')") from e
-  import onnx  # pylint: disable=g-import-not-at-top
-  model = onnx.load(path)
+  model = load_model(path)
   read = {i for node in model.graph.node for i in node.input}
   inits = {i.name for i in model.graph.initializer}
   # Some exports (SFace's MXNet one) list every weight as a graph input that no node reads: drop those inputs.

@@ -17,12 +17,22 @@ class UnreadableImage(ValueError):
   """A file that is not a decodable image; the message is the reason shown in the report."""
 
 
+# Images with more pixels are refused before they are decoded (a 10000x10000 photo costs 3.4 GB per decode, and a
+# face needs no such size). The trainer sets it from config.data.max_megapixels.
+MAX_PIXELS = 50_000_000
+
+
 def _to_rgb(img):
-  """Any PIL mode to 8-bit RGB: 16-bit and 32-bit grey rescaled, alpha composited onto black, CMYK converted."""
+  """Any PIL mode to 8-bit RGB: 16-bit and 32-bit grey rescaled, float images in 0..1 scaled by 255, alpha
+  composited onto black, CMYK converted."""
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
     arr = np.asarray(img, dtype=np.float64)
-    top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-    arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    finite = arr[np.isfinite(arr)]
+    if img.mode == "F" and finite.size and finite.min() >= 0 and finite.max() <= 1.0:
+      top = 1.0  # A float image in 0..1 (scientific TIFF): white is 1.0, not 255.
+    else:
+      top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    arr = np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.stack([arr] * 3, axis=-1)
   if img.mode == "P":
     img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -46,6 +56,10 @@ def load_rgb(path):
     raise UnreadableImage("empty file (0 bytes)")
   try:
     with Image.open(path) as img:
+      if img.size[0] * img.size[1] > MAX_PIXELS:
+        raise UnreadableImage(f"{img.size[0]}x{img.size[1]} pixels ({img.size[0] * img.size[1] / 1e6:.0f} "
+                              f"megapixels) exceed data.max_megapixels={MAX_PIXELS / 1e6:g}: refused before decoding; "
+                              "downscale it, or raise the limit")
       img.load()  # Forces the full decode: truncated files fail here, not later inside the pipeline.
       img = ImageOps.exif_transpose(img)
       arr = _to_rgb(img)

@@ -134,8 +134,8 @@ def train_batches(root, files, labels, pp, cfg, global_batch, seed, start_step, 
 def eval_batches(root, files, labels, pp, global_batch, prefetch=2):
   """Yields this process's part of padded eval batches: image, label, index (into files) and mask (0 = padding).
 
-  The file list is padded with copies of its first file up to a multiple of the global batch; padded rows have
-  mask 0 and index -1, so nothing is dropped and nothing is counted twice.
+  The file list is padded up to a multiple of the global batch with black images (nothing is decoded for them);
+  padded rows have mask 0 and index -1, so nothing is dropped and nothing is counted twice.
   """
   b, mine = _process_slice(global_batch)
   n = len(files)
@@ -148,8 +148,10 @@ def eval_batches(root, files, labels, pp, global_batch, prefetch=2):
   safe = np.maximum(index, 0)
   ds = tf_.data.Dataset.from_tensor_slices((paths[safe], labels[safe], index))
   decode, transform = _decode(root), _eval_transform(pp)
-  ds = ds.map(lambda p, l, i: {"image": transform(tf_.cast(decode(p), tf_.float32)), "label": l, "index": i,
-                               "mask": tf_.cast(i >= 0, tf_.float32)},
+  blank = tf_.zeros([pp.input_size, pp.input_size, 3], tf_.uint8)  # Padding rows are never decoded.
+  ds = ds.map(lambda p, l, i: {"image": transform(tf_.cast(tf_.cond(i >= 0, lambda: decode(p), lambda: blank),
+                                                           tf_.float32)),
+                               "label": l, "index": i, "mask": tf_.cast(i >= 0, tf_.float32)},
               num_parallel_calls=tf_.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(b).prefetch(prefetch)
   return steps, ds.as_numpy_iterator()
