@@ -18,6 +18,7 @@ Prints a table and one JSON line (and writes it to --json).
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -27,7 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jfacediag import base_config, models, optim, sharding, steps
+from jfacediag import base_config, cli_front, models, optim, sharding, steps
 from jfacediag.models import classifier
 
 
@@ -61,7 +62,7 @@ def parse(argv=None):
   ap.add_argument("--no-torch-compile", action="store_true", help="PyTorch eager only")
   ap.add_argument("--smoke", action="store_true", help="resnet18, 32 px, batch 2, 2 steps, no torch.compile")
   ap.add_argument("--json", default="", help="also write the JSON result to this file")
-  args = ap.parse_args(argv)
+  args = ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
   if args.smoke:
     args.model, args.size, args.batch, args.steps, args.warmup = "resnet18", 32, 2, 2, 1
     args.input_images, args.no_torch_compile = 8, True

@@ -14,6 +14,7 @@ Measures on the test split, before and after: expected calibration error (top-la
 Brier score (mean over images of the squared distance between the probability vector and the one-hot label).
 """
 import dataclasses
+import textwrap
 
 import matplotlib
 
@@ -57,9 +58,8 @@ class Calibrator:
   def describe(self):
     if self.kind == "temperature":
       return (f"temperature scaling, T = {self.params['temperature']:.3g} (on {self.num_heldout} held-out images"
-              + ("; T is at the edge of its range " + str(T_RANGE) + ": the held-out images are (nearly) all "
-                 "classified confidently and correctly, so they cannot tell how over-confident the model is"
-                 if self.params.get("at_bound") else "") + ")")
+              + ("; T is at the top of its range " + str(T_RANGE) + ": the model is far more confident than its "
+                 "held-out accuracy supports" if self.params.get("at_bound") else "") + ")")
     if self.kind == "platt":
       return f"Platt scaling of the SVM margins (on {self.num_heldout} cross-validated training images)"
     return f"none ({self.reason}): softmax of the raw scores"
@@ -82,9 +82,13 @@ def fit_temperature(logits, labels):
   lo, hi = np.log(T_RANGE[0]), np.log(T_RANGE[1])
   res = optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded")
   t = float(np.exp(res.x))
-  # With every held-out image classified correctly the likelihood keeps rising as T -> 0: T stops at its bound.
-  return Calibrator("temperature", {"temperature": t, "at_bound": bool(min(res.x - lo, hi - res.x) < 1e-3)},
-                    len(labels))
+  if t < 1.0 and ((logits.argmax(1) == labels).all() or res.x - lo < 1e-3):
+    # Every held-out image classified correctly: the likelihood keeps rising as T -> 0, and a sharpening T would
+    # push the test probabilities to 1e-50 with nothing to justify it. Keep T = 1 and say why.
+    return Calibrator("none", {}, len(labels), f"the {len(labels)} held-out images are all classified correctly "
+                      f"and confidently, so they cannot tell how over-confident the model is: nothing to calibrate "
+                      f"on; the fit would sharpen them to T = {t:.3g}")
+  return Calibrator("temperature", {"temperature": t, "at_bound": bool(hi - res.x < 1e-3)}, len(labels))
 
 
 def fit_platt(margins, labels, num_classes):
@@ -147,22 +151,29 @@ def _curve(probs, labels, bins=BINS):
 
 
 def reliability_png(path, before, after, labels, title=""):
-  """Reliability diagram: accuracy against confidence per bin, before and after calibration."""
-  fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
-  for ax, probs, name in ((axes[0], before, "before"), (axes[1], after, "after")):
-    xs, ys, ns = _curve(np.asarray(probs), np.asarray(labels))
+  """Reliability diagram: accuracy against confidence per bin, before and after calibration; below each, the test
+  images per confidence bin as bars (counts on the curve would overlap where the bins crowd near 1)."""
+  fig, axes = plt.subplots(2, 2, figsize=(9, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+  edges = np.linspace(0, 1, BINS + 1)
+  for col, (probs, name) in enumerate(((before, "before"), (after, "after"))):
+    ax, hist = axes[0, col], axes[1, col]
+    probs = np.asarray(probs)
+    xs, ys, _ = _curve(probs, np.asarray(labels))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.plot(xs, ys, "o-", label="test images per bin")
-    for x, y, n in zip(xs, ys, ns):
-      ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+    ax.plot(xs, ys, "o-", label="accuracy per confidence bin")
     ax.set_title(f"{name}: ECE {ece(probs, labels):.3f}, Brier {brier(probs, labels):.3f}", fontsize=9)
-    ax.set_xlabel("confidence (top-class probability)")
     ax.set_xlim(0, 1.02), ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-  axes[0].set_ylabel("accuracy")
-  axes[1].legend(loc="lower right", fontsize=8)
+    counts = np.histogram(probs.max(1), edges)[0]
+    hist.bar(edges[:-1], counts, width=1 / BINS, align="edge", color="tab:blue", alpha=0.5)
+    hist.set_xlabel("confidence (top-class probability)")
+    hist.set_ylim(0, max(1, counts.max()) * 1.15)
+    hist.grid(alpha=0.3)
+  axes[0, 0].set_ylabel("accuracy")
+  axes[1, 0].set_ylabel("test images")
+  axes[0, 1].legend(loc="lower right", fontsize=8)
   if title:
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle("\n".join(textwrap.fill(line, 120) for line in title.splitlines()), fontsize=8)
   fig.tight_layout()
   with fileio.open(path, "wb") as f:
     fig.savefig(f, dpi=110, format="png")

@@ -16,7 +16,7 @@ data (jfacediag/calibration.py).
 Resumable: a finished fold (its cv_fold_done.json, written after its report, exists) is never rerun, an interrupted
 one resumes from its checkpoint (a killed process loses at most the steps since the last checkpoint); rerun the
 same command. --parallel N runs the pending folds in N processes (one after the other by
-default). A fold's checkpoints are deleted once its report is written (--keep_checkpoints keeps them; VGG-16 is
+default). A fold's checkpoints are deleted once its report is written (--keep-checkpoints keeps them; VGG-16 is
 0.5 GB per fold).
 
 WORKDIR/cv.md, cv.json, folds.csv: per-fold results; for every metric the mean, the fold-to-fold spread (2.5-97.5
@@ -26,6 +26,13 @@ accuracy of each repeat; and the fold ensemble: the fold models' calibrated prob
 (train/ + test/ data), or over the repeats for each image's out-of-fold predictions (flat data), with bootstrap
 intervals.
 """
+import sys
+
+if __name__ == "__main__":  # --help and command-line mistakes answer before JAX and TensorFlow load.
+  from jfacediag import cli_front  # pylint: disable=g-import-not-at-top
+  cli_front.preflight("cv", __doc__, ("folds", "repeats", "parallel", "inner_val", "max_folds", "keep_checkpoints",
+                                      "only"))
+
 import csv
 import io
 import json
@@ -33,7 +40,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 from absl import app, flags, logging
 import numpy as np

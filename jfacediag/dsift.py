@@ -12,9 +12,8 @@ import os
 import cv2
 import numpy as np
 from sklearn import cluster, metrics, model_selection, svm as sk_svm
-from tqdm import tqdm
 
-from jfacediag import fileio, svm
+from jfacediag import fileio, progress, svm
 from jfacediag.data import images
 
 MODEL_FILE = "dsift_model.npz"
@@ -32,7 +31,7 @@ def descriptors(path, size, step, patch):
 
 def all_descriptors(root, files, cfg, size, desc="dsift"):
   return [descriptors(os.path.join(root, f), size, cfg.step, cfg.patch)
-          for f in tqdm(files, desc=desc, unit="img", leave=False)]
+          for f in progress.bar(files, desc=desc, unit="img", leave=False)]
 
 
 def histograms(descs, centers):

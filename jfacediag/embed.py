@@ -16,9 +16,8 @@ import cv2
 import jax
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from jfacediag import models, sharding, steps
+from jfacediag import cli_front, models, progress, sharding, steps
 from jfacediag.align import folder as align_folder
 from jfacediag.data import images
 from jfacediag.models import builtin, weights
@@ -72,7 +71,7 @@ def parse(argv):
   ap.add_argument("--detector", default="yunet", choices=("yunet", "mtcnn"))
   ap.add_argument("--mtcnn-weights", default="")
   ap.add_argument("--batch", type=int, default=32)
-  return ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
 
 
 def run(args, quiet=False):
@@ -88,7 +87,7 @@ def run(args, quiet=False):
     if args.align:
       from jfacediag.align import detectors, styles  # pylint: disable=g-import-not-at-top
       det = detectors.make(args.detector, args.mtcnn_weights)
-    for i, f in enumerate(tqdm(files, desc="read" + (" + align" if det else ""), unit="img", leave=False,
+    for i, f in enumerate(progress.bar(files, desc="read" + (" + align" if det else ""), unit="img", leave=False,
                                disable=quiet)):
       if not f.lower().endswith(images.IMAGE_EXTENSIONS):
         errors.append(f), reasons.append("not an image file extension")

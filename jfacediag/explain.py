@@ -146,14 +146,17 @@ def overlay_png(path, face_rgb, heat, title, masks=None):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(3.2, 3.4))
+  fig, ax = plt.subplots(figsize=(3.8, 3.6))
   ax.imshow(face_rgb)
-  ax.imshow(heat, cmap="jet", alpha=0.45, extent=(0, face_rgb.shape[1], face_rgb.shape[0], 0))
+  shown = ax.imshow(heat, cmap="jet", alpha=0.45, extent=(0, face_rgb.shape[1], face_rgb.shape[0], 0))
   if masks:
     for m in masks.values():
       ax.contour(m.astype(float), levels=[0.5], colors="white", linewidths=0.6)
-  ax.set_title(title, fontsize=8)
+  ax.set_title(title, fontsize=7)
   ax.axis("off")
+  bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+  bar.ax.tick_params(labelsize=6)
+  bar.set_label("Grad-CAM (normalised)" if "Grad-CAM" in title else "probability drop when masked", fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -22,7 +22,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from jfacediag import models
+from jfacediag import cli_front, models
 from jfacediag.models import classifier, layers
 
 
@@ -61,13 +61,17 @@ def forward_cost(backbone, size, num_classes=2):
   return {"macs": int(macs), "xla_flops": float((cost or {}).get("flops", 0.0))}
 
 
-def main(argv=None):
+def parse(argv=None):
   ap = argparse.ArgumentParser(prog="python -m jfacediag.flops", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--backbone", nargs="+", required=True)
   ap.add_argument("--size", type=int, default=0, help="input side (0 = the backbone's own)")
   ap.add_argument("--classes", type=int, default=2)
-  args = ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv=None):
+  args = parse(argv)
   print("| backbone | input | multiply-adds (paper's count) | XLA FLOPs (compiled) | XLA / (2 x MACs) |")
   print("|---|---|---|---|---|")
   for name in args.backbone:

@@ -36,9 +36,8 @@ import numpy as np
 from PIL import Image
 from scipy import fft, stats
 from scipy.cluster import hierarchy
-from tqdm import tqdm
 
-from jfacediag import fileio
+from jfacediag import fileio, progress
 from jfacediag.align import detectors, styles
 from jfacediag.align import folder as align_folder
 from jfacediag.data import images
@@ -74,7 +73,7 @@ def thumbnail(rgb):
 
 def _duplicate_pairs(root, files, cfg, show_progress):
   exact, ph, phm, th, thm = [], [], [], [], []
-  for f in tqdm(files, desc="leakage: hash images", unit="img", disable=not show_progress, leave=False):
+  for f in progress.bar(files, desc="leakage: hash images", unit="img", disable=not show_progress, leave=False):
     rgb = images.load_rgb(os.path.join(root, f))
     mirror = np.ascontiguousarray(rgb[:, ::-1])
     exact.append(hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest())
@@ -141,7 +140,7 @@ def _embeddings(faces, embedder, show_progress):
   net = embed.Embedder(embedder)
   n = len(faces.files)
   emb = np.full((n, net.spec.feature_dim), np.nan, np.float32)
-  for lo in tqdm(range(0, n, 256), desc="leakage: align + embed", unit="x256 img", disable=not show_progress,
+  for lo in progress.bar(range(0, n, 256), desc="leakage: align + embed", unit="x256 img", disable=not show_progress,
                  leave=False):
     crops = {i: faces.crop(i, 112) for i in range(lo, min(lo + 256, n))}
     have = [i for i, c in crops.items() if c is not None]
@@ -285,7 +284,8 @@ def find_pairs(root, files, cfg, show_progress=True):
         sims[candidates[-1]] = float(block[r, c])
     inliers, descriptors = {}, {}
     todo = [p for p in candidates if sims[p] >= cfg.same_photo_min_cosine and p not in pairs]
-    for i, j in tqdm(todo, desc="leakage: same-photo check", unit="pair", disable=not show_progress, leave=False):
+    for i, j in progress.bar(todo, desc="leakage: same-photo check", unit="pair", disable=not show_progress,
+                             leave=False):
       for k in (i, j):
         if k not in descriptors:
           descriptors[k] = _sift(faces.crop(k, 224))
@@ -423,8 +423,10 @@ def write(workdir, found, leak, root, split_of):
     f.write(gzip.compress(buf.getvalue().encode()))
   shown = leak["top_cross_split"] or leak["top_pairs"]
   if shown:
+    embedder = (leak.get("identity") or {}).get("embedder", "no identity check")
     contact_sheet(root, shown, os.path.join(workdir, SHEET_FILE),
-                  "across the split" if leak["top_cross_split"] else "all in one split")
+                  ("across the split" if leak["top_cross_split"] else "all in one split")
+                  + f" ({os.path.basename(workdir.rstrip('/'))}: {os.path.basename(root.rstrip('/'))}, {embedder})")
 
 
 def contact_sheet(root, pairs, path, what, side=112):

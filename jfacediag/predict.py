@@ -8,10 +8,14 @@ Each photo is aligned the way the run's training data were (align.json of its da
 --align none takes pre-aligned crops as they are), then goes through the run's own preprocessing and checkpoint
 (best by validation when the run kept one, else the last). OUT receives:
 - predictions.csv / predictions.json: every class probability, the top class, and flags: `no_face` (the detector
-  found no face: a centre crop was used), `low_confidence` (top probability below --min-prob) and `error`
-  (unreadable file). Probabilities are calibrated as the run's report was (report/calibration.json: temperature
-  scaling for DTL1, Platt scaling of the SVM margins for DTL2, fitted on held-out training data); the `calibration`
-  column says which, or why none applies (no held-out data, another checkpoint than the report's).
+  found no face: a centre crop was used), `low_confidence` (top probability below --min-prob),
+  `far_from_training` with `far_reason` (the photo is unlike every training image: its colourfulness, sharpness,
+  brightness or contrast lies outside the training images' range, its features are farther from them than 95% of
+  them are from each other, or the detector's verdict contradicts 90% of the predicted class's training images;
+  the model's probability then means nothing) and `error` (unreadable file). Probabilities are calibrated as the
+  run's report was (report/calibration.json: temperature scaling for DTL1, Platt scaling of the SVM margins for
+  DTL2, fitted on held-out training data); the `calibration` column says which, or why none applies (no held-out
+  data, another checkpoint than the report's).
 - aligned/: the crops that were classified.
 - with --explain: explain/<photo>_<class>_gradcam.png and _occlusion.png (overlays on the aligned face), and
   regions.csv: per photo and class, each facial region's share of the Grad-CAM mass and the drop of the class
@@ -30,9 +34,9 @@ import jax
 import ml_collections
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from jfacediag import calibration as calibration_lib, checkpointing, explain, models, sharding, steps
+from jfacediag import calibration as calibration_lib, checkpointing, cli_front, explain, models, progress
+from jfacediag import sharding, steps
 from jfacediag.align import folder as align_folder, styles
 from jfacediag.data import images, pipeline, splits
 from jfacediag.models import classifier
@@ -63,7 +67,7 @@ def parse(argv):
   ap.add_argument("--occlusion-stride", type=int, default=0, help="its step (default: the side; half = smoother, "
                                                                    "4x the forward passes)")
   ap.add_argument("--batch", type=int, default=32)
-  return ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
 
 
 # == The run ===========================================================================================================
@@ -135,7 +139,7 @@ def prepare(sources, style, out_dir, pp, size=0, detector="yunet", mtcnn_weights
     detector = detectors.make(detector, mtcnn_weights)
   os.makedirs(os.path.join(out_dir, "aligned"), exist_ok=True)
   rows = []
-  for i, src in enumerate(tqdm(sources, unit="img", desc="prepare", dynamic_ncols=True)):
+  for i, src in enumerate(progress.bar(sources, unit="img", desc="prepare")):
     row = {"source": src, "input": "", "no_face": 0, "error": "", "landmarks": None}
     try:
       img = images.load_rgb(src)
@@ -190,6 +194,71 @@ def predict_rows(run, rows, batch, min_prob):
   return scores
 
 
+FAR_PERCENTILE = 5  # Features: farther from every training image than 95% of training images are from theirs.
+STATS = ("colourfulness", "sharpness", "brightness", "contrast")
+
+
+def image_stats(path, size):
+  """Low-level statistics of an image at the network's input size: colourfulness (mean |R-G| + |G-B|), sharpness
+  (variance of the grey Laplacian), brightness (mean grey) and contrast (std of grey)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  img = cv2.resize(images.load_rgb(path), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+  grey = img.mean(-1)
+  return np.array([np.abs(img[..., 0] - img[..., 1]).mean() + np.abs(img[..., 1] - img[..., 2]).mean(),
+                   cv2.Laplacian(grey, cv2.CV_32F).var(), grey.mean(), grey.std()])
+
+
+def _unit_features(run, files, batch, mesh):
+  variables = jax.device_put(run["variables"], sharding.replicated(mesh))
+  step = steps.make_feature_step(run["model"], mesh, steps.compute_dtype(run["config"].get("dtype", "float32")))
+  f = steps.run_batches(step, variables, "", files, np.zeros(len(files), np.int32), run["pp"], batch, mesh,
+                        run["spec"].feature_dim)
+  return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+def flag_far_rows(run, rows, batch):
+  """Marks rows unlike anything the run was trained on, with the reasons: a colourfulness, sharpness, brightness or
+  contrast outside the training images' range (widened by a tenth of it: greyscale training photos and a colour
+  photo, blurry ones and a sharp one); features (the run's own feature layer) farther from every training image
+  than 95% of the training images are from their nearest other training image; or, for aligned data, the
+  detector's verdict against the predicted class's training images (a face found where 90% of them had none, or
+  none where 90% had one). The probabilities of such a photo say nothing about it. Returns the references used."""
+  split_rows, _, _ = splits.read(run["dir"])
+  train = [os.path.join(run["data_dir"], r.file) for r in split_rows if r.split == "train"]
+  readable = [r for r in rows if not r["error"]]
+  if len(train) < 2 or not readable:
+    return None
+  size = run["pp"].input_size
+  ts = np.stack([image_stats(f, size) for f in train])
+  lo, hi = ts.min(0), ts.max(0)
+  pad = 0.1 * (hi - lo) + 1e-6
+  mesh = sharding.make_mesh()
+  ref = _unit_features(run, train, batch, mesh)
+  sim = ref @ ref.T
+  np.fill_diagonal(sim, -np.inf)
+  cut = float(np.percentile(sim.max(1), FAR_PERCENTILE))
+  near = (_unit_features(run, [r["input"] for r in readable], batch, mesh) @ ref.T).max(1)
+  # In an aligned folder, centre-crop fallbacks are the training images without a detected face, per class.
+  fallback = {m["output"] for m in align_folder.read_rows(run["data_dir"], align_folder.MANIFEST) if m.get("fallback")}
+  faceless = {c: np.mean([r.file in fallback for r in split_rows if r.split == "train" and r.class_name == c])
+              for c in run["classes"]} if run["style"] else {}
+  for r, s in zip(readable, near):
+    st = image_stats(r["input"], size)
+    why = [f"{name} {v:.3g} outside the training images' {a:.3g}-{b:.3g}"
+           for name, v, a, b, d in zip(STATS, st, lo, hi, pad) if v < a - d or v > b + d]
+    share = faceless.get(r.get("top_class"), None)
+    if share is not None and not r["no_face"] and share >= 0.9:
+      why.append(f"a face was found, but {100 * share:.0f}% of the {r['top_class']} training images had none")
+    elif share is not None and r["no_face"] and share <= 0.1:
+      why.append(f"no face was found, but {100 - 100 * share:.0f}% of the {r['top_class']} training images had one")
+    if s < cut:
+      why.append(f"features {s:.3f} from the nearest training image, below {cut:.3f} ({100 - FAR_PERCENTILE}% of "
+                 "training images are nearer to another")
+    r.update(nearest_train_cosine=float(s), far_from_training=int(bool(why)), far_reason="; ".join(why))
+  return {"feature_cosine_cut": cut, "training_images": len(train), "percentile": FAR_PERCENTILE,
+          "stats_range": {n: [float(a), float(b)] for n, a, b in zip(STATS, lo, hi)}}
+
+
 def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
   """Grad-CAM + occlusion overlays and region rows for every readable row; returns the region table rows."""
   pp, classes, spec, model = run["pp"], run["classes"], run["spec"], run["model"]
@@ -206,8 +275,8 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
   mean, std = np.array(pp.mean, np.float32), np.array(pp.std, np.float32)
   os.makedirs(os.path.join(out_dir, "explain"), exist_ok=True)
   table = []
-  for x_batch, idx in tqdm(list(_batches([r["input"] for r in readable], pp, 16)), desc="explain", unit="batch",
-                           dynamic_ncols=True):
+  for x_batch, idx in progress.bar(list(_batches([r["input"] for r in readable], pp, 16)), desc="explain",
+                                   unit="batch"):
     for x, i in zip(x_batch, idx):
       row = readable[int(i)]
       wanted = (range(len(classes)) if which == "all" else [row["top_index"]] if which == "predicted"
@@ -220,7 +289,9 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
         cam, _ = gradcam(x[None], np.array([c], np.int32))
         cam = np.asarray(cam[0])
         occ, base = explain.occlusion(predict, x, c, patch, stride or patch)
-        title = f"{stem}: {classes[c]} (p={base:.2f})"
+        p = row.get("probabilities", {}).get(classes[c], base)  # The probability predictions.csv gives.
+        title = (f"{os.path.basename(run['dir'])}: {run['method']} on {spec.name}\n"
+                 f"{stem[:40]}: {classes[c]}, p = {p:.2f}")
         explain.overlay_png(os.path.join(out_dir, "explain", f"{int(i):05d}_{stem}_{classes[c]}_gradcam.png"),
                             face, cam, "Grad-CAM " + title, masks)
         explain.overlay_png(os.path.join(out_dir, "explain", f"{int(i):05d}_{stem}_{classes[c]}_occlusion.png"),
@@ -234,10 +305,10 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
   return table
 
 
-def write(out_dir, run, rows, table):
+def write(out_dir, run, rows, table, far=None):
   classes = run["classes"]
   cols = ["source", "input", "top_class", "top_prob", *[f"prob_{c}" for c in classes], "calibration", "no_face",
-          "low_confidence", "error"]
+          "low_confidence", "far_from_training", "far_reason", "nearest_train_cosine", "error"]
   with open(os.path.join(out_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
     w = csv.DictWriter(f, cols)
     w.writeheader()
@@ -246,11 +317,15 @@ def write(out_dir, run, rows, table):
       w.writerow({"source": r["source"], "input": r["input"], "top_class": r.get("top_class", ""),
                   "top_prob": f"{r['top_prob']:.6f}" if "top_prob" in r else "", **probs,
                   "calibration": run["calibration"], "no_face": r["no_face"],
-                  "low_confidence": r.get("low_confidence", ""), "error": r["error"]})
-  keep = ("source", "input", "top_class", "top_prob", "probabilities", "no_face", "low_confidence", "error")
+                  "low_confidence": r.get("low_confidence", ""), "far_from_training": r.get("far_from_training", ""),
+                  "far_reason": r.get("far_reason", ""),
+                  "nearest_train_cosine": (f"{r['nearest_train_cosine']:.4f}" if "nearest_train_cosine" in r
+                                           else ""), "error": r["error"]})
+  keep = ("source", "input", "top_class", "top_prob", "probabilities", "no_face", "low_confidence",
+          "far_from_training", "far_reason", "nearest_train_cosine", "error")
   with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as f:
     json.dump({"run": run["dir"], "method": run["method"], "checkpoint_step": run["step"], "classes": classes,
-               "calibration": run["calibration"], "note": NOT_A_DEVICE,
+               "calibration": run["calibration"], "note": NOT_A_DEVICE, "far_from_training": far,
                "predictions": [{k: r[k] for k in keep if k in r} for r in rows]}, f, indent=2)
   if table:
     with open(os.path.join(out_dir, "regions.csv"), "w", newline="", encoding="utf-8") as f:
@@ -259,7 +334,7 @@ def write(out_dir, run, rows, table):
       w.writerows(table)
 
 
-def write_by_class(out_dir, table):
+def write_by_class(out_dir, table, title_text=""):
   """regions_by_class.csv + .png: mean region share and probability drop per true class (predicted class's maps)."""
   groups = {}
   for t in table:
@@ -281,10 +356,15 @@ def write_by_class(out_dir, table):
     xs = np.arange(len(explain.REGIONS)) + k * width
     axes[0].bar(xs, [vals[r]["mean_cam_share"] if r in vals else 0 for r in explain.REGIONS], width, label=c)
     axes[1].bar(xs, [vals[r]["mean_prob_drop"] if r in vals else 0 for r in explain.REGIONS], width, label=c)
-  for ax, title in zip(axes, ("share of Grad-CAM mass", "probability drop when masked")):
+  for ax, title, ylabel in zip(axes, ("share of Grad-CAM mass", "probability drop when masked"),
+                               ("mean share of the map (0-1)", "mean drop of the class probability")):
     ax.set_xticks(np.arange(len(explain.REGIONS)) + 0.4 - width / 2, explain.REGIONS)
     ax.set_title(title, fontsize=9)
+    ax.set_xlabel("facial region", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
   axes[0].legend(fontsize=8, title="true class", title_fontsize=8)
+  if title_text:
+    fig.suptitle(title_text, fontsize=9)
   fig.tight_layout()
   fig.savefig(os.path.join(out_dir, "regions_by_class.png"), dpi=110)
   plt.close(fig)
@@ -308,17 +388,21 @@ def run_cli(args):
                      f"DIR to align new photos the same way, or --detector yunet to accept a different detector")
   rows = (prepare(images.expand(args.images), style, out_dir, run["pp"], size, detector, args.mtcnn_weights)
           if args.images else [])
+  far = None
   if rows:
     predict_rows(run, rows, args.batch, args.min_prob)
+    far = flag_far_rows(run, rows, args.batch)
   table = (explain_rows(run, rows, out_dir, args.explain_classes, args.occlusion_patch, None, args.occlusion_stride)
            if args.explain else [])
-  write(out_dir, run, rows, table)
+  write(out_dir, run, rows, table, far)
   for r in rows:
     if r["error"]:
       print(f"  {r['source']}: unreadable ({r['error']})")
       continue
     flags = [f for f, on in (("NO FACE FOUND: centre crop used", r["no_face"]),
-                             (f"low confidence (< {args.min_prob:g})", r["low_confidence"])) if on]
+                             (f"low confidence (< {args.min_prob:g})", r["low_confidence"]),
+                             (f"FAR FROM THE TRAINING DATA ({r.get('far_reason')}): the probability means nothing "
+                              "here", r.get("far_from_training"))) if on]
     print(f"  {r['source']}: {r['top_class']}, p = {r['top_prob']:.2f} ({run['calibration']})"
           + (f"  [{'; '.join(flags)}]" if flags else ""))
   if args.explain_split:
@@ -339,16 +423,20 @@ def run_cli(args):
                           args.occlusion_stride)
     write(split_dir, run, srows, stable)
     if stable:
-      agg = write_by_class(split_dir, stable)
+      agg = write_by_class(split_dir, stable, f"{os.path.basename(run['dir'])}: {run['method']} on "
+                           f"{run['spec'].name}, {args.explain_split} split (predicted class's maps)")
       print(f"Regions on the {args.explain_split} split ({len(picked)} images), mean over each true class:")
       for a in agg:
         print(f"  {a['true_class']:12s} {a['region']:9s} Grad-CAM share {a['mean_cam_share']:.2f}, probability "
               f"drop {a['mean_prob_drop']:+.3f}")
     else:
       print(f"The {args.explain_split} split has no landmarks (data not aligned in a template style): maps only.")
-  n_err = sum(bool(r["error"]) for r in rows)
-  print(f"Wrote {out_dir}: {len(rows) - n_err} predictions, {n_err} unreadable, "
-        f"{sum(r['no_face'] for r in rows)} without a face.")
+    print(f"Wrote {split_dir}: {len(srows)} predictions and maps for the run's {args.explain_split} split.")
+  if rows or not args.explain_split:
+    n_err = sum(bool(r["error"]) for r in rows)
+    print(f"Wrote {out_dir}: {len(rows) - n_err} predictions, {n_err} unreadable, "
+          f"{sum(r['no_face'] for r in rows)} without a face, "
+          f"{sum(bool(r.get('far_from_training')) for r in rows)} far from the training data.")
   print(NOT_A_DEVICE)
   return rows
 

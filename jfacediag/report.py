@@ -1,8 +1,10 @@
 """WORKDIR/report/: metrics.json, predictions.csv, confusion_matrix.png, curves.png, roc.png (2 classes), report.md;
 and for a multi-method run WORKDIR/report.md + comparison.json (`write_comparison`)."""
+import argparse
 import csv
 import json
 import os
+import sys
 
 import matplotlib
 
@@ -11,7 +13,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as skm
 
-from jfacediag import confounds, fileio, leakage, metrics as metrics_lib
+from jfacediag import cli_front, confounds, fileio, leakage, metrics as metrics_lib
 
 
 def _save(fig, path):
@@ -27,7 +29,15 @@ def _fmt(m, pct=True):
   return f(m["value"]) + ci
 
 
-def _confusion_png(path, cm, classes):
+def figure_title(summary):
+  """What every figure of a run says it is: the workdir's name, method and backbone."""
+  if not summary:
+    return ""
+  name = os.path.basename(str(summary.get("workdir", "")).rstrip("/"))
+  return f"{name}: {summary.get('method')} on {summary.get('backbone')}"
+
+
+def _confusion_png(path, cm, classes, title=""):
   cm = np.asarray(cm)
   rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
   fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.2 * len(classes) + 2))
@@ -40,14 +50,18 @@ def _confusion_png(path, cm, classes):
   ax.set_yticks(range(len(classes)), classes)
   ax.set_xlabel("predicted")
   ax.set_ylabel("true (rows sum to 1)")
+  ax.set_title(f"{title}\ntest confusion matrix" if title else "test confusion matrix", fontsize=9)
   fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
 
 
-def _curves_png(path, history):
+def _curves_png(path, history, title=""):
+  """Training curves; no file when there are none (the svm and dsift methods do not train for epochs)."""
   train = [h for h in history if "train_loss" in h]
   val = [h for h in history if "val_loss" in h]
+  if not train and not val:
+    return False
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
   if train:
     a.plot([h["epoch"] for h in train], [h["train_loss"] for h in train], label="train", alpha=0.8)
@@ -55,20 +69,20 @@ def _curves_png(path, history):
   if val:
     a.plot([h["epoch"] for h in val], [h["val_loss"] for h in val], "o-", label="val")
     b.plot([h["epoch"] for h in val], [h["val_accuracy"] for h in val], "o-", label="val")
-  if not train and not val:
-    a.text(0.5, 0.5, "no training curves (svm method)", ha="center", transform=a.transAxes)
   for ax, name in ((a, "loss"), (b, "accuracy")):
     ax.set_xlabel("epoch")
     ax.set_ylabel(name)
     ax.grid(alpha=0.3)
-    if train or val:
-      ax.legend()
+    ax.legend()
+  if title:
+    fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
+  return True
 
 
-def _roc_png(path, y, scores, classes, positive, auc):
+def _roc_png(path, y, scores, classes, positive, auc, title=""):
   fpr, tpr, _ = skm.roc_curve(y == positive, scores[:, positive])
   fig, ax = plt.subplots(figsize=(4.5, 4.5))
   ax.plot(fpr, tpr, label=f"AUC {_fmt(auc, pct=False)}")
@@ -76,6 +90,7 @@ def _roc_png(path, y, scores, classes, positive, auc):
   ax.set_xlabel("1 - specificity")
   ax.set_ylabel(f"sensitivity ({classes[positive]})")
   ax.legend(loc="lower right")
+  ax.set_title(f"{title}\ntest ROC" if title else "test ROC", fontsize=9)
   fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
@@ -105,11 +120,12 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
   write_scores(os.path.join(report_dir, "predictions.csv"), files, y, scores,
                scores if probs is None else probs, classes)
 
-  _confusion_png(os.path.join(report_dir, "confusion_matrix.png"), metrics["confusion_matrix"], classes)
-  _curves_png(os.path.join(report_dir, "curves.png"), history)
+  title = figure_title(summary)
+  _confusion_png(os.path.join(report_dir, "confusion_matrix.png"), metrics["confusion_matrix"], classes, title)
+  has_curves = _curves_png(os.path.join(report_dir, "curves.png"), history, title)
   positive = classes.index(metrics["positive_class"]) if len(classes) == 2 else None
   if positive is not None:
-    _roc_png(os.path.join(report_dir, "roc.png"), y, scores, classes, positive, metrics["roc_auc"])
+    _roc_png(os.path.join(report_dir, "roc.png"), y, scores, classes, positive, metrics["roc_auc"], title)
 
   n = metrics["num_test"]
   md = [f"# jfacediag report: {summary['method']} on {summary['backbone']}", "",
@@ -131,7 +147,8 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
   m = metrics["macro"]
   md.append(f"| macro | {n} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['specificity'])} | "
             f"{_fmt(m['f1'])} |")
-  md += ["", "Confusion matrix (rows = true class): `confusion_matrix.png`. Curves: `curves.png`."
+  md += ["", "Confusion matrix (rows = true class): `confusion_matrix.png`."
+         + (" Training curves: `curves.png`." if has_curves else "")
          + (" ROC: `roc.png`." if positive is not None else "")]
   cal = metrics.get("calibration")
   if cal:
@@ -159,7 +176,7 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
 
 def write_comparison(workdir, results, config):
   """WORKDIR/report.md + comparison.json: the methods of one multi-method run (same data, same split) side by side."""
-  rows = {m: {"accuracy": r["accuracy"], "roc_auc": r["roc_auc"]["value"], "macro_f1": r["macro"]["f1"],
+  rows = {m: {"accuracy": r["accuracy"], "roc_auc": r["roc_auc"], "macro_f1": r["macro"]["f1"],  # As metrics.json.
               "num_test": r["num_test"], "majority_rate": r["majority_rate"],
               "report": os.path.join(m, "report", "report.md")} for m, r in results.items()}
   with fileio.open(os.path.join(workdir, "comparison.json"), "w") as f:
@@ -172,7 +189,7 @@ def write_comparison(workdir, results, config):
         "majority-class rate % | report |", "|---|---|---|---|---|---|---|---|"]
   for m, r in rows.items():
     cp = r["accuracy"]["clopper_pearson95"]
-    auc = f"{r['roc_auc']:.3f}" if r["roc_auc"] is not None else "n/a"
+    auc = _fmt(r["roc_auc"], pct=False)
     md.append(f"| {names.get(m, m)} | {_fmt(r['accuracy'])} | [{100 * cp[0]:.1f}, {100 * cp[1]:.1f}] | {auc} | "
               f"{_fmt(r['macro_f1'])} | {r['num_test']} | {100 * r['majority_rate']:.1f} | [{m}]({r['report']}) |")
   md += ["", "Intervals that overlap do not separate the methods. This is a research tool, not a medical device."]
@@ -286,15 +303,17 @@ def results_table(rows):
   return md, out
 
 
-def main(argv=None):
-  import argparse  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
+def parse(argv=None):
   ap = argparse.ArgumentParser(prog="python -m jfacediag.report", description=(
       "Gathers finished runs and CV directories into the paper's table (Tables 3-6 format) with intervals and the "
       "paper's numbers for the same rows: OUT.md and OUT.csv."))
   ap.add_argument("runs", nargs="+", help="run directories, CV directories, or folders holding them (runs/*)")
   ap.add_argument("--out", default="results", help="output path without extension (default: results)")
-  args = ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv=None):
+  args = parse(argv)
   found, missing = [], []
   for p in args.runs:
     hits = _finished(p)

@@ -9,13 +9,18 @@ history.jsonl, tensorboard/, and report/ (metrics.json, predictions.csv, confusi
 roc.png for two classes, report.md). Rerunning the same command on a workdir that holds a checkpoint resumes it.
 With config.method="svm,finetune" each method gets WORKDIR/<method>/ and WORKDIR/report.md compares them.
 """
+import sys
+
+if __name__ == "__main__":  # --help and command-line mistakes answer before JAX and TensorFlow load.
+  from jfacediag import cli_front  # pylint: disable=g-import-not-at-top
+  cli_front.preflight("train", __doc__, ())
+
 import contextlib
 import json
 import math
 import os
 import re
 import signal
-import sys
 import time
 
 from absl import app, flags, logging
@@ -24,10 +29,10 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
-from tqdm import tqdm
 
 from jfacediag import calibration, checkpointing, config_check, confounds, dsift, fileio, leakage, metric_writer
-from jfacediag import metrics as metrics_lib, models, optim, report, sharding, steps, svm, workdir_lock
+from jfacediag import metrics as metrics_lib, models, optim, progress, report, sharding, steps, svm
+from jfacediag import workdir_lock
 from jfacediag.align import folder as align_folder
 from jfacediag.data import images, lfw_subset, pipeline, splits, toy
 from jfacediag.models import builtin, classifier, weights
@@ -35,6 +40,9 @@ from jfacediag.models import builtin, classifier, weights
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the split, checkpoints, logs and report "
                                "(default: runs/<config file name>).")
+
+
+_LEAK_SHOWN = set()  # (data dir, split) whose leakage summary this process printed in full.
 
 
 def log(*args):
@@ -204,7 +212,8 @@ def finetune(config, workdir, model, variables, data, pp, mesh):
   previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
   batches = pipeline.train_batches(root, tr_files, tr_labels, pp, config.input, batch, config.seed, start,
                                    total - start)
-  bar = tqdm(total=total, initial=start, unit="step", disable=jax.process_index() != 0, dynamic_ncols=True)
+  bar = progress.bar(total=total, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
+                     every_fraction=0.1)
   last_log, last_t = start, time.perf_counter()
   stopped = False
   for step in range(start, total):
@@ -270,8 +279,10 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
   """DTL2: features of the frozen backbone on the devices, LinearSVC on the host, folded into the head."""
   root, (tr_files, tr_labels) = data["root"], data["train"]
   if len(data["val"][0]):
-    log(f"Note: the svm method fits on the train split only; the {len(data['val'][0])} val images are unused "
-        "(use svm.select_C for an inner cross-validation of C).")
+    log(f"Note: the SVM fits on the {len(data['train'][0])} train images; the {len(data['val'][0])} val images "
+        "(data.val_fraction, there for fine-tuning's epoch choice and calibration) are not used by this method"
+        + ("; C comes from an inner cross-validation on the train images." if config.svm.select_C else
+           f"; C = svm.C = {config.svm.C:g} (svm.select_C=True chooses it by inner cross-validation)."))
   rep = sharding.replicated(mesh)
   variables = jax.device_put(variables, rep)
   ckpts = checkpointing.Checkpoints(workdir)
@@ -417,8 +428,14 @@ def _run(config, workdir):
       + "".join(f"\n  skipped {f}: {r}" for f, _, r in skipped[:20])
       + (f"\n  ... and {len(skipped) - 20} more (WORKDIR/manifest.csv lists them)" if len(skipped) > 20 else ""))
   if leak is not None:
-    log(("WARNING: leakage: " if sum(leak["cross_split"].values()) else "Leakage guard: ")
-        + "\n".join(leakage.summary_lines(leak)))
+    key = (root, hash(tuple(sorted((r.file, r.split) for r in rows))))
+    if key in _LEAK_SHOWN:  # A multi-method run: the same data and split as the method before.
+      log(f"Leakage guard: as reported above for this data and split ({sum(leak['cross_split'].values())} pair(s) "
+          "across the split).")
+    else:
+      _LEAK_SHOWN.add(key)
+      log(("WARNING: leakage: " if sum(leak["cross_split"].values()) else "Leakage guard: ")
+          + "\n".join(leakage.summary_lines(leak)))
   for s in ("train", "test"):
     if not counts[s]:
       raise ValueError(f"The {s} split is empty; check data.split and the folder {root}")
@@ -476,7 +493,7 @@ def _run(config, workdir):
     with fileio.open(os.path.join(report_dir, calibration.CALIBRATION_FILE), "w") as f:
       json.dump(cal.to_dict(), f, indent=2)
     calibration.reliability_png(os.path.join(report_dir, "reliability.png"), before, after, te_labels,
-                                cal.describe())
+                                f"{report.figure_title(summary)}\n{cal.describe()}")
     if "holdout" in by_split:
       report.write_scores(os.path.join(report_dir, "holdout_predictions.csv"), data["holdout"][0],
                           data["holdout"][1], by_split["holdout"], cal(by_split["holdout"]), classes)

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from conftest import REPO, subprocess_env
-from jfacediag import base_config
+from jfacediag import base_config, cli_front
 
 
 def test_locked_config_names_the_valid_fields():
@@ -21,13 +21,62 @@ def test_parse_arg_types_and_errors():
     base_config.parse_arg("metod=svm", method="finetune")
 
 
-def test_misspelt_command_line_field_fails_with_its_name(tmp_path):
+@pytest.mark.parametrize("args,says", [
+    (["--config.optim.lrr=1e-3"], "--config.optim.lrr: no such config field; did you mean optim.lr?"),
+    (["--config.train.epoch=3"], "did you mean train.epochs"),
+    (["--config.optim.learning_rate=0.01"], "optim holds"),
+    (["--config.train.epochs=abc"], "--config.train.epochs=abc: expected float"),
+    (["--config.model.backbone=resnet51"], "not a registered backbone; did you mean resnet50"),
+])
+def test_command_line_mistakes_get_one_line_and_exit_2(args, says, tmp_path):
   cmd = [sys.executable, "-m", "jfacediag.train", "--config", f"{REPO}/configs/toy.py",
-         "--workdir", str(tmp_path / "wd"), "--config.optim.lrr=1e-3"]
+         "--workdir", str(tmp_path / "wd"), *args]
   r = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), cwd=REPO, timeout=300)
-  assert r.returncode != 0
-  assert "lrr" in r.stderr and "lr" in r.stderr
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
   assert not (tmp_path / "wd").exists()  # Failed before doing anything.
+
+
+def test_config_file_mistakes_and_help(tmp_path):
+  def cli(*args, module="train", cwd=REPO):
+    return subprocess.run([sys.executable, "-m", f"jfacediag.{module}", *args], capture_output=True, text=True,
+                          env=subprocess_env(), cwd=cwd, timeout=300)
+  r = cli("--config", "configs/toy.py", cwd=tmp_path)  # Relative to the repository, run from elsewhere.
+  assert r.returncode == 2 and f"{REPO}/configs/toy.py exists: run from {REPO}" in r.stderr
+  r = cli("--config", "configs/toy.py:mthod=svm")
+  assert r.returncode == 2 and "Unknown config argument 'mthod'" in r.stderr and len(r.stderr.splitlines()) == 1
+  for module in ("train", "cv"):
+    r = cli("--help", module=module)
+    assert r.returncode == 0 and "--workdir DIR" in r.stdout and "--config FILE" in r.stdout
+    for _, field, _, _ in cli_front.config_docs():  # Every field of base_config.py, generated from its source.
+      assert f"    {field} = " in r.stdout, field
+  assert "--max-folds K" in r.stdout and "optim.lr = 0.01" in r.stdout and "Peak learning rate" in r.stdout
+
+
+def test_help_lists_the_flags_the_programs_define():
+  import re  # pylint: disable=g-import-not-at-top
+  for prog, files in (("train", ["train.py"]), ("cv", ["train.py", "cv.py"])):
+    source = "".join(open(f"{REPO}/jfacediag/{f}", encoding="utf-8").read() for f in files)
+    defined = set(re.findall(r'DEFINE_\w+\(\s*"(\w+)"', source)) - {"only"}  # --only: internal to --parallel.
+    listed = {name.split()[0].lstrip("-").split("=")[0].split(".")[0].replace("-", "_")
+              for name, _ in cli_front.FLAGS[prog]}
+    assert defined == listed, (prog, defined, listed)
+  assert len(cli_front.config_docs()) == len(_leaves(base_config.get_config()))  # Every field documented in --help.
+
+
+def _leaves(c, prefix=""):
+  out = []
+  for k, v in c.items():
+    out += _leaves(v, f"{prefix}{k}.") if hasattr(v, "items") else [f"{prefix}{k}"]
+  return out
+
+
+def test_argparse_tools_take_both_spellings():
+  assert cli_front.dashes(["--min_prob", "0.5", "--mtcnn_weights=w", "--", "--keep_this"]) == [
+      "--min-prob", "0.5", "--mtcnn-weights=w", "--", "--keep_this"]
+  assert cli_front.underscores(["--max-folds=2", "--inner-val", "0.1", "--config.a-b=1", "--no-keep-checkpoints"],
+                               {"max_folds", "inner_val", "keep_checkpoints"}) == [
+      "--max_folds=2", "--inner_val", "0.1", "--config.a-b=1", "--nokeep_checkpoints"]
 
 
 def test_every_config_file_loads_and_names_its_command():

@@ -24,10 +24,12 @@ def test_demo_runs_end_to_end_and_dtl2_beats_the_majority_rate(tmp_path):
   assert align["settings"]["style"] == "arcface112" and counts["aligned"] + counts["no_face"] == 200
   comparison = json.loads((workdir / "comparison.json").read_text())
   assert list(comparison) == ["svm", "finetune"] and (workdir / "report.md").exists()
+  assert all(set(c["roc_auc"]) >= {"value", "ci95"} for c in comparison.values())  # As in metrics.json.
   for method in ("svm", "finetune"):
     report = workdir / method / "report"
     for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "roc.png", "report.md"):
       assert (report / name).exists(), f"{method}: {name} missing"
+    assert (report / "curves.png").exists() == (method == "finetune")  # No empty axes for the SVM.
     m = json.loads((report / "metrics.json").read_text())
     assert m["num_test"] == 80 and m["majority_rate"] == 0.5 and m["run"]["init_checkpoint"] == "builtin:sface"
     # Calibrated on held-out training data (DTL1: the 20% validation split; DTL2: cross-validated margins).

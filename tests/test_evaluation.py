@@ -73,6 +73,10 @@ def test_calibration_lowers_ece_of_an_over_confident_model():
   assert calibration.ece(after, y_test) < 0.5 * calibration.ece(before, y_test)
   assert calibration.brier(after, y_test) < calibration.brier(before, y_test)
   assert (after.argmax(1) == before.argmax(1)).all()  # Temperature never changes the decision.
+  # A held-out set that is all confidently right cannot calibrate: no sharpening to T = 0.1, T stays 1.
+  perfect = calibration.fit("temperature", np.eye(3)[y_held] * 8.0, y_held, 3)
+  assert perfect.kind == "none" and "nothing to calibrate" in perfect.describe()
+  np.testing.assert_allclose(perfect(test), calibration.softmax(test))
   # Platt scaling of binary SVM margins in the folded (-m, m) form.
   y = rng.integers(0, 2, 600)
   m = 5.0 * (rng.normal(0, 1, 600) + (2 * y - 1) * 0.8)

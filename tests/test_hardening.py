@@ -54,7 +54,7 @@ def test_align_refuses_a_dst_that_another_align_writes(tmp_path, capsys):
     owner.wait()
 
 
-# == Resuming with other settings =======================================================================================
+# == Resuming with other settings ======================================================================================
 @pytest.mark.slow
 def test_a_resume_that_would_change_the_result_is_refused_naming_the_fields(toy_dir, tmp_path):
   from conftest import small_config  # pylint: disable=g-import-not-at-top

@@ -119,3 +119,19 @@ def test_regions_partition_a_template_face_and_svm_runs_explain_through_the_svm(
   assert all(0 <= t["cam_share"] <= 1 for t in table)
   agg = predict.write_by_class(str(tmp_path / "out"), table)
   assert len(agg) == len(explain.REGIONS) and (tmp_path / "out" / "regions_by_class.png").exists()
+
+
+def test_photos_unlike_the_training_data_are_flagged(finetune_run, toy_dir, tmp_path, capsys):
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+  rows = list(csv.DictReader(open(os.path.join(finetune_run, "manifest.csv"), newline="", encoding="utf-8")))
+  test = [os.path.join(str(toy_dir), r["file"]) for r in rows if r["split"] == "test"][:6]
+  out = tmp_path / "preds"
+  assert predict.main(["--run", finetune_run, "--images", *test, str(tmp_path / "astronaut.png"), "--out", str(out),
+                       "--align", "none"]) == 0
+  got = {os.path.basename(r["source"]): r for r in csv.DictReader(open(out / "predictions.csv", encoding="utf-8"))}
+  print({k: (r["far_from_training"], r["far_reason"]) for k, r in got.items()})
+  assert got["astronaut.png"]["far_from_training"] == "1" and "outside the training images'" in got[
+      "astronaut.png"]["far_reason"]
+  assert sum(got[os.path.basename(f)]["far_from_training"] == "1" for f in test) <= 1  # The run's own kind of image.
+  assert "FAR FROM THE TRAINING DATA" in capsys.readouterr().out

@@ -36,14 +36,18 @@ def make_photos(root, n, seed=0):
     Image.fromarray(canvas).save(os.path.join(root, f"class{i % 2}", f"{i:04d}.jpg"), quality=92)
 
 
-def main():
+def parse(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--n", type=int, default=200)
   ap.add_argument("--detector", default="yunet", choices=("yunet", "mtcnn"))
   ap.add_argument("--mtcnn-weights", default="")
   ap.add_argument("--style", default="arcface112")
   ap.add_argument("--jobs", type=int, default=1)
-  a = ap.parse_args()
+  return ap.parse_args(argv)
+
+
+def main():
+  a = parse()
   with tempfile.TemporaryDirectory() as d:
     make_photos(os.path.join(d, "raw"), a.n)
     args = cli.parse(["--src", os.path.join(d, "raw"), "--dst", os.path.join(d, "out"), "--style", a.style,

