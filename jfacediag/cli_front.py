@@ -210,6 +210,17 @@ def dashes(argv):
   return out
 
 
+def one_line_errors(fn, *args):
+  """Runs fn(*args) for an argparse tool: a user's mistake (a bad value, a missing file or package, an unknown
+  name) is one line on stderr and exit status 2, not a traceback. Returns the exit status."""
+  try:
+    fn(*args)
+  except (ValueError, FileNotFoundError, ImportError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def flag_names(prog):
   return {name.split()[0].lstrip("-").split("=")[0].split(".")[0].replace("-", "_") for name, _ in FLAGS[prog]}
 

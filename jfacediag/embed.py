@@ -104,7 +104,7 @@ def run(args, quiet=False):
       if not faces:
         no_face.append(f)
         continue
-      face = max(faces, key=lambda x: (x.box[2] - x.box[0]) * (x.box[3] - x.box[1]))
+      face = detectors.largest(faces)
       crop, _ = styles.align(img, face, args.align, pp.input_size)
       path = os.path.join(tmp, f"{i:07d}.png")
       Image.fromarray(crop).save(path)
@@ -129,13 +129,7 @@ def run(args, quiet=False):
 
 
 def main(argv=None):
-  args = parse(sys.argv[1:] if argv is None else argv)
-  try:
-    run(args)
-  except (ValueError, FileNotFoundError, ImportError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli_front.one_line_errors(run, parse(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

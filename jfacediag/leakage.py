@@ -125,9 +125,8 @@ class _Faces:
       return img if img.shape[:2] == (size, size) else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     img = images.load_rgb(os.path.join(self.root, f))
     if i not in self.landmarks:
-      faces = self.det.detect(img)
-      self.landmarks[i] = (max(faces, key=lambda x: (x.box[2] - x.box[0]) * (x.box[3] - x.box[1])).landmarks
-                           if faces else None)
+      face = detectors.largest(self.det.detect(img))
+      self.landmarks[i] = face.landmarks if face else None
     if self.landmarks[i] is None:
       return None
     face = detectors.Face(np.zeros(4, np.float32), 0.0, self.landmarks[i])

@@ -151,7 +151,7 @@ def prepare(sources, style, out_dir, pp, size=0, detector="yunet", mtcnn_weights
     else:
       faces = detector.detect(img)
       if faces:
-        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        face = detectors.largest(faces)
         crop, m = styles.align(img, face, style, size)
         row["landmarks"] = (face.landmarks @ m[:, :2].T + m[:, 2]).tolist()
       else:

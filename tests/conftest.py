@@ -85,6 +85,19 @@ def pypi_file(tmp_path_factory, requirement, filename, sdist=False):
 
 
 @pytest.fixture(scope="session")
+def obama(tmp_path_factory):
+  """face_recognition 1.3.0's real test photos by name (obama, obama2, obama3, obama_partial_face{,2}, biden, ...)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jfacediag.reference import upstream  # pylint: disable=g-import-not-at-top
+  sdist = pypi_file(tmp_path_factory, "face_recognition==1.3.0", "face_recognition-1.3.0.tar.gz", sdist=True)
+  root = upstream.extract(sdist, str(tmp_path_factory.mktemp("fr")))
+  pics = os.path.join(root, "face_recognition-1.3.0", "tests", "test_images")
+  return {os.path.splitext(f)[0]: np.asarray(Image.open(os.path.join(pics, f)).convert("RGB"))
+          for f in sorted(os.listdir(pics)) if f.endswith(".jpg")}
+
+
+@pytest.fixture(scope="session")
 def facenet_wheel(tmp_path_factory):
   """The facenet-pytorch 2.6.0 wheel: its MTCNN code and weights (the package cannot be installed here)."""
   return pypi_file(tmp_path_factory, "facenet-pytorch==2.6.0", "facenet_pytorch-2.6.0-py3-none-any.whl")

@@ -9,8 +9,6 @@ import collections
 import csv
 import glob
 import gzip
-import io
-import json
 import os
 
 import cv2
@@ -19,8 +17,8 @@ from PIL import Image, ImageEnhance
 import pytest
 from skimage import data
 
-from conftest import REPO, pypi_file, small_config
-from jfacediag import base_config, leakage, report, train
+from conftest import REPO, small_config
+from jfacediag import base_config, leakage, train
 from jfacediag.align import cli as align_cli
 from jfacediag.data import splits
 
@@ -37,16 +35,6 @@ def _cfg(**kw):
 def _save(root, rel, img):
   os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
   Image.fromarray(img).save(os.path.join(root, rel))
-
-
-@pytest.fixture(scope="module")
-def obama(tmp_path_factory):
-  sdist = pypi_file(tmp_path_factory, "face_recognition==1.3.0", "face_recognition-1.3.0.tar.gz", sdist=True)
-  from jfacediag.reference import upstream  # pylint: disable=g-import-not-at-top
-  root = upstream.extract(sdist, str(tmp_path_factory.mktemp("fr")))
-  pics = os.path.join(root, "face_recognition-1.3.0", "tests", "test_images")
-  return {os.path.splitext(os.path.basename(f))[0]: np.asarray(Image.open(f).convert("RGB"))
-          for f in sorted(glob.glob(os.path.join(pics, "*.jpg")))}
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ LAUNCH_TPU = ["--name", "jfd", "--project", "my-proj", "--zone", "us-central2-b"
 ARGPARSE = {"jfacediag.align": "jfacediag.align.cli", "jfacediag.embed": "jfacediag.embed",
             "jfacediag.predict": "jfacediag.predict", "jfacediag.data.prepare": "jfacediag.data.prepare",
             "jfacediag.report": "jfacediag.report", "jfacediag.flops": "jfacediag.flops",
-            "jfacediag.bench": "jfacediag.bench", "tools/convert_weights.py": "jfacediag.convert.cli"}
-TOOLS_WITH_PARSE = ("tools/compare_upstream.py", "tools/bench_align.py")
+            "jfacediag.bench": "jfacediag.bench", "jfacediag.match": "jfacediag.match",
+            "tools/convert_weights.py": "jfacediag.convert.cli"}
+TOOLS_WITH_PARSE = ("tools/compare_upstream.py", "tools/bench_align.py", "tools/bench_match.py")
 _START = re.compile(r"(python -m jfacediag\.[\w.]+|python tools/\w+\.py|\./launch\.sh)\b")
 
 

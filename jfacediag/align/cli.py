@@ -107,7 +107,7 @@ def process(task):
                "fallback": "center"}]
     return "no_face", rows
   if not args.all_faces:
-    faces = [max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))]
+    faces = [detectors.largest(faces)]
   rows = []
   for k, face in enumerate(faces):
     name = out_rel if len(faces) == 1 else f"{out_rel[:-4]}_face{k}.png"

