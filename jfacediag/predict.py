@@ -39,7 +39,7 @@ from jfacediag import calibration as calibration_lib, checkpointing, cli_front, 
 from jfacediag import sharding, steps
 from jfacediag.align import folder as align_folder, styles
 from jfacediag.data import images, pipeline, splits
-from jfacediag.models import classifier
+from jfacediag.models import classifier, ensemble
 from jfacediag.models.preprocessing import Preprocessing
 
 NOT_A_DEVICE = "jfacediag is a research tool, not a medical device: these outputs are not a diagnosis."
@@ -89,7 +89,8 @@ def load_run(run_dir, which="best"):
   with open(metrics_path, encoding="utf-8") as f:
     facts = json.load(f)["run"]
   _, _, classes = splits.read(run_dir)
-  spec = models.get(config.model.backbone)
+  spec = (ensemble.from_facts(facts, config.model.get("ensemble_combine", "concat"))
+          if config.model.backbone == ensemble.NAME else models.get(config.model.backbone))
   pp = Preprocessing.from_dict(facts["preprocessing"])
   metric = config.train.best_metric
   ckpts = checkpointing.Checkpoints(run_dir, metric, "min" if metric.endswith("loss") else "max")

