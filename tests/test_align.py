@@ -157,3 +157,23 @@ def test_training_warns_about_a_style_mismatch(tmp_path, capsys):
   assert "trained on 'arcface112'" in capsys.readouterr().out
   train.warn_alignment(str(tmp_path), models.get("inception_resnet_v1"))
   assert "WARNING" not in capsys.readouterr().out
+
+
+def test_mtcnn_area_resize_of_crops_equals_torch_area_interpolation():
+  """The integral image of the whole photo resizes any crop as torch's F.interpolate(mode="area") (what
+  facenet-pytorch calls), for the pyramid and for the batched RNet/ONet crops alike."""
+  torch = pytest.importorskip("torch")
+  from jfacediag.align import mtcnn  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  img = rng.integers(0, 256, (97, 131, 3), np.uint8)
+  integral = mtcnn._Integral(img)  # pylint: disable=protected-access
+  y0, x0 = rng.integers(0, 60, 20), rng.integers(0, 90, 20)
+  y1, x1 = y0 + rng.integers(1, 37, 20), x0 + rng.integers(1, 41, 20)
+  got = integral.resize_many(24, 24, y0, y1, x0, x1)
+  for k in range(20):
+    crop = torch.from_numpy(img[y0[k]:y1[k], x0[k]:x1[k]].astype(np.float32)).permute(2, 0, 1)[None]
+    want = torch.nn.functional.interpolate(crop, size=(24, 24), mode="area")[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got[k], want, atol=1e-3)
+  whole = torch.nn.functional.interpolate(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None],
+                                          size=(50, 70), mode="area")[0].permute(1, 2, 0).numpy()
+  np.testing.assert_allclose(integral.resize(50, 70), whole, atol=1e-3)

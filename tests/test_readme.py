@@ -24,7 +24,8 @@ ARGPARSE = {"jfacediag.align": "jfacediag.align.cli", "jfacediag.embed": "jfaced
             "jfacediag.report": "jfacediag.report", "jfacediag.flops": "jfacediag.flops",
             "jfacediag.bench": "jfacediag.bench", "jfacediag.match": "jfacediag.match",
             "tools/convert_weights.py": "jfacediag.convert.cli"}
-TOOLS_WITH_PARSE = ("tools/compare_upstream.py", "tools/bench_align.py", "tools/bench_match.py")
+TOOLS_WITH_PARSE = ("tools/compare_upstream.py", "tools/bench_align.py", "tools/bench_match.py",
+                    "tools/bench_mtcnn.py")
 _START = re.compile(r"(python -m jfacediag\.[\w.]+|python tools/\w+\.py|\./launch\.sh)\b")
 
 

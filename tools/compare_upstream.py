@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import tempfile
-import zipfile
 
 import numpy as np
 from PIL import Image
@@ -24,20 +23,8 @@ import torch
 
 from jfacediag import cli_front
 from jfacediag.align import detectors, styles
-from jfacediag.convert import cli as convert_cli
 from jfacediag.data import images
 from jfacediag.reference import upstream
-
-
-def _mtcnn_weights(wheel, out):
-  with zipfile.ZipFile(wheel) as z:
-    for net in ("pnet", "rnet", "onet"):
-      src = os.path.join(out, f"{net}.pt")
-      with open(src, "wb") as f:
-        f.write(z.read(f"facenet_pytorch/data/{net}.pt"))
-      if convert_cli.main(["--arch", f"mtcnn_{net}", "--src", src, "--out", os.path.join(out, net)]) != 0:
-        raise SystemExit(f"could not convert {net}.pt from {wheel}")
-  return out
 
 
 def _detection_diff(ref, faces):
@@ -74,7 +61,7 @@ def main(argv=None):
     raise SystemExit(f"error: no image files under {args.photos}")
   torch.set_num_threads(os.cpu_count() or 1)
   with tempfile.TemporaryDirectory() as tmp:
-    weights = args.mtcnn_weights or _mtcnn_weights(args.facenet_wheel, tmp)
+    weights = args.mtcnn_weights or upstream.facenet_mtcnn_weights(args.facenet_wheel, tmp)
     facenet = upstream.facenet_mtcnn(args.facenet_wheel, tmp, select_largest=False)
     detect_face = sys.modules["_upstream_facenet_pytorch.models.utils.detect_face"]
     face_align = upstream.insightface_face_align(args.insightface_sdist, tmp) if args.insightface_sdist else None

@@ -15,12 +15,13 @@ not reproducible: upstream orders exactly tied scores in its first two NMS steps
 
 The networks are jit-compiled once per shape bucket: pyramid levels are zero-padded up to a multiple of 32 px
 (PNet is told the real size, and cells that read padding are dropped) and crop batches up to a power of two, so a
-folder of mixed photo sizes reuses a handful of compiled programs.
+folder of mixed photo sizes reuses a handful of compiled programs. One integral image per photo serves every pyramid
+level and every RNet/ONet crop (the crops of a stage are resized in one vectorised gather); `tools/bench_mtcnn.py`
+times it beside facenet-pytorch.
 
 Weights: convert the three files once, e.g. from the facenet-pytorch 2.6.0 wheel's facenet_pytorch/data/:
   for n in pnet rnet onet; do python tools/convert_weights.py --arch mtcnn_$n --src $n.pt --out weights/mtcnn/$n; done
 """
-import math
 import os
 
 import jax
@@ -29,23 +30,44 @@ import numpy as np
 from jfacediag.models import mtcnn as nets
 from jfacediag.models import weights
 
-_BUCKET = 32
+# Padded pyramid-level sides: about 1.5x apart, so a folder of photos of every size compiles PNet for a few dozen
+# shapes instead of one per 32 px step (the padding is never read: PNet is told each level's real size).
+_SIDES = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
 
-def _area_resize(img, h, w):
-  """torch's F.interpolate(mode="area") (= adaptive average pooling), which facenet-pytorch uses: output cell i
-  averages input rows [floor(i*H/h), ceil((i+1)*H/h)). Computed from an integral image."""
-  img = img.astype(np.float64)
-  hh, ww = img.shape[:2]
-  integral = np.zeros((hh + 1, ww + 1) + img.shape[2:], np.float64)
-  integral[1:, 1:] = img.cumsum(0).cumsum(1)
-  i, j = np.arange(h), np.arange(w)
-  r0, r1 = (i * hh) // h, -((-(i + 1) * hh) // h)
-  c0, c1 = (j * ww) // w, -((-(j + 1) * ww) // w)
-  total = (integral[np.ix_(r1, c1)] - integral[np.ix_(r0, c1)] - integral[np.ix_(r1, c0)]
-           + integral[np.ix_(r0, c0)])
-  area = ((r1 - r0)[:, None] * (c1 - c0)[None, :]).astype(np.float64)
-  return (total / area.reshape(area.shape + (1,) * (img.ndim - 2))).astype(np.float32)
+def _bucket(n):
+  return next((s for s in _SIDES if s >= n), -(-n // 512) * 512)
+
+
+class _Integral:
+  """torch's F.interpolate(mode="area") (= adaptive average pooling), which facenet-pytorch uses, for the whole
+  image and for any crop of it: output cell i averages input rows [floor(i*H/h), ceil((i+1)*H/h)). One integral
+  image per photo serves every pyramid level and every RNet/ONet crop; its sums of uint8 pixels are exact integers
+  in float64, so the result equals an integral image of each crop to the last bit."""
+
+  def __init__(self, img):
+    self.integral = np.zeros((img.shape[0] + 1, img.shape[1] + 1) + img.shape[2:], np.float64)
+    self.integral[1:, 1:] = img.astype(np.float64).cumsum(0).cumsum(1)
+
+  def resize(self, h, w, y0=0, y1=None, x0=0, x1=None):
+    """img[y0:y1, x0:x1] resized to h x w, float32."""
+    y1 = self.integral.shape[0] - 1 if y1 is None else y1
+    x1 = self.integral.shape[1] - 1 if x1 is None else x1
+    return self.resize_many(h, w, np.array([y0]), np.array([y1]), np.array([x0]), np.array([x1]))[0]
+
+  def resize_many(self, h, w, y0, y1, x0, x1):
+    """Crops img[y0[k]:y1[k], x0[k]:x1[k]] (int arrays [n], non-empty), each resized to h x w: [n, h, w, C]."""
+    hh, ww = (y1 - y0)[:, None], (x1 - x0)[:, None]
+    i, j = np.arange(h)[None], np.arange(w)[None]
+    r0, r1 = y0[:, None] + (i * hh) // h, y0[:, None] - ((-(i + 1) * hh) // h)  # [n, h]
+    c0, c1 = x0[:, None] + (j * ww) // w, x0[:, None] - ((-(j + 1) * ww) // w)  # [n, w]
+    t = self.integral
+
+    def at(r, c):
+      return t[r[:, :, None], c[:, None, :]]
+    total = at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)
+    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).astype(np.float64)
+    return (total / area.reshape(area.shape + (1,) * (t.ndim - 2))).astype(np.float32)
 
 
 def normalise(x):
@@ -111,16 +133,16 @@ def _bbreg(b, reg):
   return b
 
 
-def _crops(img, boxes, size):
+def _crops(integral, boxes, size):
   """facenet-pytorch `pad` + crop: truncated integer boxes clipped to the image, each resized to size x size."""
-  h, w = img.shape[:2]
+  h, w = integral.integral.shape[0] - 1, integral.integral.shape[1] - 1
   b = np.trunc(boxes[:, :4]).astype(np.int64)
   x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
   ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
   out = np.zeros((len(b), size, size, 3), np.float32)
-  for k in range(len(b)):
-    if ey[k] > y[k] - 1 and ex[k] > x[k] - 1:
-      out[k] = _area_resize(img[y[k] - 1:ey[k], x[k] - 1:ex[k]].astype(np.float32), size, size)
+  ok = (ey > y - 1) & (ex > x - 1)  # An empty crop stays zero, as upstream's.
+  if ok.any():
+    out[ok] = integral.resize_many(size, size, y[ok] - 1, ey[ok], x[ok] - 1, ex[ok])
   return normalise(out)
 
 
@@ -146,15 +168,15 @@ class MTCNN:
     pad[:n] = x
     return [np.asarray(o)[:n] for o in fn(variables, pad)]
 
-  def _stage1(self, img):
-    h, w = img.shape[:2]
+  def _stage1(self, integral):
+    h, w = integral.integral.shape[0] - 1, integral.integral.shape[1] - 1
     m = 12.0 / self.min_face_size
     minl = min(h, w) * m
     scale, found = m, []
     while minl >= 12:
       hs, ws = int(h * scale + 1), int(w * scale + 1)
-      level = normalise(_area_resize(img, hs, ws))
-      ph, pw = math.ceil(hs / _BUCKET) * _BUCKET, math.ceil(ws / _BUCKET) * _BUCKET
+      level = normalise(integral.resize(hs, ws))
+      ph, pw = _bucket(hs), _bucket(ws)
       padded = np.zeros((1, ph, pw, 3), np.float32)
       padded[0, :hs, :ws] = level
       reg, prob = (np.asarray(o)[0] for o in self.pnet(self.vars["pnet"], padded, np.array([hs, ws])))
@@ -182,11 +204,11 @@ class MTCNN:
     """img: HxWx3 uint8 RGB. Returns (boxes [n, 4] x1 y1 x2 y2, scores [n], landmarks [n, 5, 2]) best first, as
     facenet-pytorch's `MTCNN(select_largest=False).detect(img, landmarks=True)`."""
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
-    img = np.ascontiguousarray(img, dtype=np.uint8)
-    boxes = self._stage1(img)
+    integral = _Integral(np.ascontiguousarray(img, dtype=np.uint8))
+    boxes = self._stage1(integral)
     if not len(boxes):
       return empty
-    reg, prob = self._batched(self.rnet, self.vars["rnet"], _crops(img, boxes, 24))
+    reg, prob = self._batched(self.rnet, self.vars["rnet"], _crops(integral, boxes, 24))
     keep = prob[:, 1] > self.thresholds[1]
     boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2]], 1)
     reg = reg[keep]
@@ -194,7 +216,7 @@ class MTCNN:
     boxes = _rerec(_bbreg(boxes[pick], reg[pick]))
     if not len(boxes):
       return empty
-    reg, pts, prob = self._batched(self.onet, self.vars["onet"], _crops(img, boxes, 48))
+    reg, pts, prob = self._batched(self.onet, self.vars["onet"], _crops(integral, boxes, 48))
     keep = prob[:, 1] > self.thresholds[2]
     boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2]], 1)
     reg, pts = reg[keep], pts[keep]

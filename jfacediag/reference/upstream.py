@@ -28,6 +28,8 @@ import zipfile
 import numpy as np
 from PIL import Image
 
+from jfacediag.convert import cli as convert_cli
+
 FACENET_WHEEL = "facenet_pytorch-2.6.0-py3-none-any.whl"
 INSIGHTFACE_SDIST = "insightface-2.1.tar.gz"
 
@@ -128,6 +130,18 @@ def facenet_mtcnn(wheel, workdir, **kw):
         else:
           sys.modules[k] = v
   return sys.modules[f"{name}.models.mtcnn"].MTCNN(**kw).eval()
+
+
+def facenet_mtcnn_weights(wheel, out):
+  """The wheel's pnet/rnet/onet.pt converted into jfacediag weights directories OUT/{pnet,rnet,onet}."""
+  with zipfile.ZipFile(wheel) as z:
+    for net in ("pnet", "rnet", "onet"):
+      src = os.path.join(out, f"{net}.pt")
+      with open(src, "wb") as f:
+        f.write(z.read(f"facenet_pytorch/data/{net}.pt"))
+      if convert_cli.main(["--arch", f"mtcnn_{net}", "--src", src, "--out", os.path.join(out, net)]) != 0:
+        raise SystemExit(f"could not convert {net}.pt from {wheel}")
+  return out
 
 
 def facenet_detect(net, rgb):
