@@ -18,7 +18,8 @@
 # tpu    a Cloud TPU VM through `gcloud compute tpus tpu-vm`:
 #          create   creates the VM;
 #          setup    copies this checkout (git archive of HEAD) to every worker and installs it with jax[tpu];
-#          run      starts training on every worker (--worker=all) in the background, output in ~/jfacediag/train.log;
+#          run      starts training on every worker (--worker=all) in the background, output in ~/jfacediag/train.log,
+#                   with --config.dtype=bfloat16 unless the training flags give a dtype;
 #          logs     prints the last lines of that log from every worker;
 #          delete   deletes the VM.
 #        Settings (flag or environment variable): --name/TPU_NAME, --project/TPU_PROJECT, --zone/TPU_ZONE,
@@ -181,8 +182,11 @@ tar xzf ~/jfacediag-src.tar.gz -C ~/jfacediag && cd ~/jfacediag && python3 -m ve
 pip install -q -e . 'jax[tpu]>=0.10.2,<0.11'" ;;
     run)
       need_train_args "$@"
+      # bfloat16 compute is the TPU default (MXU-native); --config.dtype=float32 among the flags keeps float32.
+      local dtype=" --config.dtype=bfloat16" a
+      for a in "$@"; do [[ $a == --config.dtype=* || $a == --config.dtype ]] && dtype=""; done
       run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="$remote && nohup python -m jfacediag.train \
-$(quote "$@") --config.distributed=yes > ~/jfacediag/train.log 2>&1 &" ;;
+$(quote "$@") --config.distributed=yes$dtype > ~/jfacediag/train.log 2>&1 &" ;;
     logs)
       run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="tail -n 40 ~/jfacediag/train.log" ;;
     delete)

@@ -41,6 +41,31 @@ def _time(fn, n):
   return (time.perf_counter() - t) / n
 
 
+# Dense peak TFLOP/s per device from the vendors' data sheets (no sparsity), by device_kind substring, first match
+# wins: MFU = achieved FLOP/s / (devices x peak of the run's dtype). TPUs list bfloat16 only (their float32 matmuls
+# are bf16 passes), so a float32 run there is measured against the bf16 peak, and the JSON says so (mfu_peak).
+PEAK_TFLOPS = (
+    ("TPU v6", {"bfloat16": 918.0}), ("TPU v5p", {"bfloat16": 459.0}), ("TPU v5", {"bfloat16": 197.0}),
+    ("TPU v4", {"bfloat16": 275.0}), ("H100 PCIe", {"bfloat16": 756.0, "float32": 51.0}),
+    ("H200", {"bfloat16": 989.0, "float32": 67.0}), ("H100", {"bfloat16": 989.0, "float32": 67.0}),
+    ("A100", {"bfloat16": 312.0, "float32": 19.5}), ("L4", {"bfloat16": 121.0, "float32": 30.3}),
+)
+
+
+def peak_tflops(device_kind, dtype):
+  """(peak TFLOP/s per device, which peak) for a known device, else (None, reason)."""
+  for key, peaks in PEAK_TFLOPS:
+    if key.lower() in device_kind.lower():
+      if dtype in peaks:
+        return peaks[dtype], f"{key} {dtype} dense peak {peaks[dtype]:g} TFLOP/s"
+      return peaks["bfloat16"], f"{key} bfloat16 dense peak {peaks['bfloat16']:g} TFLOP/s (no {dtype} peak listed)"
+  return None, f"no peak known for {device_kind!r} (bench.PEAK_TFLOPS)"
+
+
+def _pct(x):
+  return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def _flops(compiled):
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -118,6 +143,10 @@ def bench_jax(args):
          "train_gflops_per_img": _flops(compiled) / args.batch / 1e9}
   out["train_achieved_gflops_per_s"] = out["train_gflops_per_img"] * out["train_img_per_s"]
   out["features_achieved_gflops_per_s"] = out["forward_gflops_per_img"] * out["features_img_per_s"]
+  peak, out["mfu_peak"] = peak_tflops(dev.device_kind, args.dtype)
+  for what in ("train", "features"):
+    out[f"{what}_mfu"] = (out[f"{what}_achieved_gflops_per_s"] / (peak * 1e3 * jax.device_count()) if peak
+                          else None)
   stats = dev.memory_stats() if dev.platform != "cpu" else None
   if stats:
     out["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
@@ -239,6 +268,7 @@ def main(argv=None):
   print(f"  {'jfacediag (jax.jit)':22s} {j['train_step_s'] * 1e3:9.1f} ms {j['train_img_per_s']:9.1f} "
         f"{j['features_step_s'] * 1e3:8.1f} ms {j['features_img_per_s']:9.1f}  compile {j['train_compile_s']:.1f} s"
         f" + {j['features_compile_s']:.1f} s; {j['train_achieved_gflops_per_s']:.1f} GFLOP/s training")
+  print(f"  MFU: train {_pct(j['train_mfu'])}, features {_pct(j['features_mfu'])} ({j['mfu_peak']})")
   for mode, t in result["torch"].items():
     name = f"PyTorch {mode}"
     if "unavailable" in t:

@@ -164,7 +164,12 @@ def test_launch_quotes_every_value_that_reaches_a_remote_shell(tmp_path):
   assert r.returncode == 0 and not list(tmp_path.rglob("PWNED"))
   remote = shlex.split(r.stdout[2:])[-1].split("=", 1)[1]
   assert shlex.split(remote.split("nohup ", 1)[1].split(" >")[0]) == ["python", "-m", "jfacediag.train", *flags,
-                                                                      "--config.distributed=yes"]
+                                                                      "--config.distributed=yes",
+                                                                      "--config.dtype=bfloat16"]
+  r = _dry("tpu", "run", *TPU, "--", *flags, "--config.dtype=float32")  # The user's dtype wins.
+  remote = shlex.split(r.stdout[2:])[-1].split("=", 1)[1]
+  assert shlex.split(remote.split("nohup ", 1)[1].split(" >")[0])[-2:] == ["--config.dtype=float32",
+                                                                           "--config.distributed=yes"]
   r = _dry("tpu", "setup", *TPU)
   assert "/tmp/jfacediag-src" not in r.stdout  # No fixed, predictable path.
 
@@ -224,6 +229,17 @@ def test_bench_smoke_writes_valid_json(tmp_path):
   assert j["input_img_per_s"] > 0 and 0.02 < j["forward_gflops_per_img"] < 0.1  # ResNet-18 at 32 px: 0.044.
   eager = result["torch"]["eager"]
   assert eager["train_ratio"] > 0 and eager["features_ratio"] > 0 and "compile" not in result["torch"]
+  assert j["train_mfu"] is None and "no peak known for 'cpu'" in j["mfu_peak"]
+
+
+def test_mfu_peaks_match_the_right_device():
+  from jfacediag import bench  # pylint: disable=g-import-not-at-top
+  assert bench.peak_tflops("TPU v5 lite", "bfloat16")[0] == 197 and bench.peak_tflops("TPU v5p", "bfloat16")[0] == 459
+  assert bench.peak_tflops("TPU v4", "float32") == (275, "TPU v4 bfloat16 dense peak 275 TFLOP/s (no float32 peak "
+                                                          "listed)")
+  assert bench.peak_tflops("NVIDIA H100 PCIe", "bfloat16")[0] == 756
+  assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "float32")[0] == 67
+  assert bench.peak_tflops("NVIDIA H200", "bfloat16")[0] == 989 and bench.peak_tflops("cpu", "float32")[0] is None
 
 
 def test_workdir_files_go_through_tf_gfile_for_remote_paths():
