@@ -48,7 +48,8 @@ PEAK_TFLOPS = (
     ("TPU v6", {"bfloat16": 918.0}), ("TPU v5p", {"bfloat16": 459.0}), ("TPU v5", {"bfloat16": 197.0}),
     ("TPU v4", {"bfloat16": 275.0}), ("H100 PCIe", {"bfloat16": 756.0, "float32": 51.0}),
     ("H200", {"bfloat16": 989.0, "float32": 67.0}), ("H100", {"bfloat16": 989.0, "float32": 67.0}),
-    ("A100", {"bfloat16": 312.0, "float32": 19.5}), ("L4", {"bfloat16": 121.0, "float32": 30.3}),
+    ("A100", {"bfloat16": 312.0, "float32": 19.5}), ("L40S", {"bfloat16": 362.0, "float32": 91.6}),
+    ("L40", {"bfloat16": 181.0, "float32": 90.5}), ("L4", {"bfloat16": 121.0, "float32": 30.3}),
 )
 
 

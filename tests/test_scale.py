@@ -240,6 +240,7 @@ def test_mfu_peaks_match_the_right_device():
   assert bench.peak_tflops("NVIDIA H100 PCIe", "bfloat16")[0] == 756
   assert bench.peak_tflops("NVIDIA H100 80GB HBM3", "float32")[0] == 67
   assert bench.peak_tflops("NVIDIA H200", "bfloat16")[0] == 989 and bench.peak_tflops("cpu", "float32")[0] is None
+  assert [bench.peak_tflops(k, "bfloat16")[0] for k in ("NVIDIA L40S", "NVIDIA L40", "NVIDIA L4")] == [362, 181, 121]
 
 
 def test_workdir_files_go_through_tf_gfile_for_remote_paths():
