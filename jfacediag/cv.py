@@ -213,9 +213,9 @@ def aggregate(config, workdir, folds, repeats):
   for r, fl in oof.items():
     if len(fl) == folds:
       correct = [row["correct"] == "1" for rows in fl for row in rows]
-      cp = stats.binomtest(int(sum(correct)), len(correct)).proportion_ci(0.95, method="exact")
       out["pooled_accuracy_per_repeat"][r] = {"value": float(np.mean(correct)), "images": len(correct),
-                                              "clopper_pearson95": [float(cp.low), float(cp.high)]}
+                                              "clopper_pearson95": metrics_lib.clopper_pearson(sum(correct),
+                                                                                               len(correct))}
   if holdout:
     out["ensemble"] = {"on": "holdout (test/ folder), every finished fold model", **_ensemble(holdout, classes,
                                                                                              config)}

@@ -36,9 +36,8 @@ import sys
 import time
 
 import numpy as np
-from scipy import stats
 
-from jfacediag import cli_front, fileio, progress
+from jfacediag import base_config, cli_front, fileio, leakage, metrics, progress
 from jfacediag.align import detectors, styles
 from jfacediag.convert import sources
 from jfacediag.data import images
@@ -119,19 +118,25 @@ class Aligner:
     return None if face is None else styles.align(img, face, style if self.align == "auto" else self.align, size)[0]
 
 
-def embed_files(files, embedder, aligner, tta, cache_dir, show_progress=True):
-  """Unit embeddings [n, d] (NaN rows: no face or unreadable) and a reason per failed file; cached by content."""
-  cache = Cache(cache_dir, embedder, tta, f"{aligner.align}/{aligner.detector}")
-  hashes, reasons, todo = [], {}, []
+def file_hashes(files):
+  """sha256 per file (None and a reason for an unreadable one): the cache key, computed once per run."""
+  hashes, reasons = [], {}
   for f in files:
     try:
       hashes.append(sources.sha256(f))
     except OSError as e:
       hashes.append(None)
       reasons[f] = f"unreadable: {e.strerror}"
-      continue
-    if hashes[-1] not in cache.table:
-      todo.append((f, hashes[-1]))
+  return hashes, reasons
+
+
+def embed_files(files, embedder, aligner, tta, cache_dir, show_progress=True, hashes=None):
+  """Unit embeddings [n, d] (NaN rows: no face or unreadable) and a reason per failed file; cached by content
+  (`hashes`: file_hashes(files), when the caller has them already)."""
+  cache = Cache(cache_dir, embedder, tta, f"{aligner.align}/{aligner.detector}")
+  hashes, reasons = file_hashes(files) if hashes is None else hashes
+  reasons = dict(reasons)
+  todo = [(f, h) for f, h in zip(files, hashes) if h is not None and h not in cache.table]
   crops, keys = [], []
   for f, h in progress.bar(todo, desc=f"align for {os.path.basename(embedder.name)}", unit="img",
                            disable=not show_progress, leave=False):
@@ -146,10 +151,9 @@ def embed_files(files, embedder, aligner, tta, cache_dir, show_progress=True):
     crops.append(c)
     keys.append(h)
   if crops:
-    e = embedder(crops)
+    e = _unit(embedder(crops))
     if tta == "flip":
-      e = e / np.linalg.norm(e, axis=1, keepdims=True) + _unit(embedder([np.ascontiguousarray(c[:, ::-1])
-                                                                         for c in crops]))
+      e = e + _unit(embedder([np.ascontiguousarray(c[:, ::-1]) for c in crops]))
     for h, v in zip(keys, _unit(e)):
       cache.table[h] = v.astype(np.float32)
   cache.save()
@@ -168,19 +172,27 @@ def _unit(e):
 
 
 # == Similarities and ranking ==========================================================================================
-def gallery_stats(gallery, max_pairs=2_000_000, seed=0):
-  """(mean, std) of the cosine of distinct gallery pairs (a random subset of large galleries)."""
-  n = len(gallery)
-  if n < 2:
-    return 0.0, 1.0
-  rng = np.random.default_rng(seed)
+def pair_indices(n, max_pairs=2_000_000, seed=0):
+  """(a, b): every distinct pair a < b of n items, or a random max_pairs of them when there are more."""
   if n * (n - 1) // 2 <= max_pairs:
-    iu = np.triu_indices(n, 1)
-    vals = np.concatenate([(gallery[iu[0][i:i + 100_000]] * gallery[iu[1][i:i + 100_000]]).sum(1)
-                           for i in range(0, len(iu[0]), 100_000)])
-  else:
-    a, b = rng.integers(0, n, max_pairs), rng.integers(0, n, max_pairs)
-    vals = (gallery[a[a != b]] * gallery[b[a != b]]).sum(1)
+    return np.triu_indices(n, 1)
+  rng = np.random.default_rng(seed)
+  a, b = rng.integers(0, n, max_pairs), rng.integers(0, n, max_pairs)
+  keep = a != b
+  return np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+
+
+def pair_cosines(e, a, b, chunk=100_000):
+  """Cosines of the unit rows e[a[i]], e[b[i]], in chunks (never an n x n matrix)."""
+  return np.concatenate([(e[a[i:i + chunk]] * e[b[i:i + chunk]]).sum(1) for i in range(0, len(a), chunk)] or
+                        [np.zeros(0, np.float32)])
+
+
+def gallery_stats(gallery):
+  """(mean, std) of the cosine of distinct gallery pairs (a random subset of large galleries)."""
+  if len(gallery) < 2:
+    return 0.0, 1.0
+  vals = pair_cosines(gallery, *pair_indices(len(gallery)))
   return float(vals.mean()), float(max(vals.std(), 1e-6))
 
 
@@ -216,7 +228,7 @@ class Ranker:
     embeddings, one per embedder). `exclude` [p, g] bool (gallery order) masks cases a probe may not match (itself,
     its person, its photo): they count neither as its nearest cases nor in its centroids."""
     ex = None if exclude is None else np.asarray(exclude)[:, self.order]
-    sim = np.mean([self._scale(p @ g.T, k) for k, (p, g) in enumerate(zip(probe_embs, self.g))], axis=0)
+    sim = self._sorted_similarities(probe_embs)
     if ex is not None:
       sim = np.where(ex, -np.inf, sim)
     best = np.full((len(sim), len(self.conditions)), -np.inf, np.float32)
@@ -244,9 +256,13 @@ class Ranker:
     top = np.argsort(-vals, kind="stable")[:k]
     return [(int(self.order[lo + t]), float(vals[t])) for t in top if np.isfinite(vals[t])]
 
+  def _sorted_similarities(self, probe_embs):
+    """[p, g sorted]: cosine for one embedder, the mean of the per-embedder z-scores for several."""
+    return np.mean([self._scale(p @ g.T, k) for k, (p, g) in enumerate(zip(probe_embs, self.g))], axis=0)
+
   def similarities(self, probe_embs):
     """[p, g] combined similarities in gallery order."""
-    sim = np.mean([self._scale(p @ g.T, k) for k, (p, g) in enumerate(zip(probe_embs, self.g))], axis=0)
+    sim = self._sorted_similarities(probe_embs)
     out = np.empty_like(sim)
     out[:, self.order] = sim
     return out
@@ -258,13 +274,6 @@ def combined(probe_embs, gallery_embs):
 
 
 # == Evaluation ========================================================================================================
-def exact_ci(k, n):
-  if n == 0:
-    return None
-  ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-  return [float(ci.low), float(ci.high)]
-
-
 def topk_summary(ranks, topk=TOPK):
   """ranks: 1-based rank of the true condition per evaluated probe."""
   ranks = np.asarray(ranks)
@@ -272,20 +281,22 @@ def topk_summary(ranks, topk=TOPK):
   out = {"probes": n, "mean_rank": float(ranks.mean()) if n else None}
   for k in topk:
     hit = int((ranks <= k).sum())
-    out[f"top{k}"] = {"value": hit / n if n else None, "hits": hit, "ci95_exact": exact_ci(hit, n)}
+    out[f"top{k}"] = {"value": hit / n if n else None, "hits": hit, "ci95_exact": metrics.clopper_pearson(hit, n)}
   return out
 
 
-def evaluate(probe_embs, probe_labels, gallery_embs, gallery_labels, conditions, exclude=None, rare_max=5,
+def evaluate(probe_embs, probe_labels, gallery_embs, gallery_labels, conditions, groups=None, rare_max=5,
              block=256):
   """Ranks of each probe's true condition (by nearest case and by centroid) and their summaries: all probes,
-  per condition, and the unseen protocol (conditions with at most rare_max gallery cases vs the rest)."""
+  per condition, and the unseen protocol (conditions with at most rare_max gallery cases vs the rest).
+  `groups` = (probe groups [p], gallery groups [g]): a probe never matches a gallery case of its own group (itself,
+  its person, its photo); the mask is built one block of probes at a time."""
   ranker = Ranker(gallery_embs, gallery_labels, conditions)
   cases = np.bincount(np.asarray(gallery_labels), minlength=len(conditions))
   rows, skipped = [], 0
   for lo in range(0, len(probe_labels), block):
     best, cent, _ = ranker.rank([e[lo:lo + block] for e in probe_embs],
-                                None if exclude is None else exclude[lo:lo + block])
+                                None if groups is None else groups[0][lo:lo + block, None] == groups[1][None, :])
     for k, y in enumerate(probe_labels[lo:lo + block]):
       if not np.isfinite(best[k, y]):  # Every gallery case of its condition excluded: nothing to match.
         skipped += 1
@@ -307,12 +318,12 @@ def evaluate(probe_embs, probe_labels, gallery_embs, gallery_labels, conditions,
 
 def pair_verification(embs, groups):
   """ROC AUC and TAR at FAR 1e-2 / 1e-3 of pairs in the same group (condition or person cluster) vs different ones,
-  from the (combined) similarities of every pair."""
+  from the (combined) similarities of every pair (a random 20 million of larger galleries)."""
   from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
-  sim = combined(embs, embs)
-  iu = np.triu_indices(len(groups), 1)
-  s = sim[iu]
-  same = np.asarray(groups)[iu[0]] == np.asarray(groups)[iu[1]]
+  a, b = pair_indices(len(groups), max_pairs=20_000_000)
+  stats_ = [(0.0, 1.0)] if len(embs) == 1 else [gallery_stats(e) for e in embs]
+  s = np.mean([(pair_cosines(e, a, b) - m) / sd for e, (m, sd) in zip(embs, stats_)], axis=0)
+  same = np.asarray(groups)[a] == np.asarray(groups)[b]
   if same.all() or not same.any():
     raise ValueError("--pairs needs pairs both within and across groups")
   fpr, tpr, _ = skm.roc_curve(same, s)
@@ -321,20 +332,20 @@ def pair_verification(embs, groups):
           **tar}
 
 
-def identity_exclusions(files, probe_files, gallery_files, cfg_embedder="builtin:sface", show_progress=True):
-  """[p, g] bool: gallery photos in the same leakage-guard cluster (same person, same photo, duplicates) as each
-  probe, the probe itself included."""
-  from jfacediag import base_config, leakage  # pylint: disable=g-import-not-at-top
+def identity_groups(files, embedder="builtin:sface", cache_dir="", show_progress=True):
+  """{absolute path: group id}: the leakage guard's clusters (same person, same photo, duplicates) over `files`;
+  embedder "" = no guard, each file its own group. The guard's result is cached in cache_dir per file set."""
+  if not embedder:
+    return {os.path.abspath(f): i for i, f in enumerate(files)}
   cfg = base_config.get_config().leakage
-  cfg.embedder = cfg_embedder
+  cfg.embedder = embedder
   common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
   rel = [os.path.relpath(os.path.abspath(f), common) for f in files]
-  found = leakage.find_pairs(common, rel, cfg, show_progress)
+  found = leakage.find_pairs_cached(common, rel, cfg, os.path.join(cache_dir, "leakage.json.gz") if cache_dir else "",
+                                    show_progress)
   group = leakage.groups(rel, found, leakage.GROUP_KINDS["identity"])
-  g_of = {os.path.abspath(f): group[r] for f, r in zip(files, rel)}
-  pg = np.array([g_of[os.path.abspath(f)] for f in probe_files])
-  gg = np.array([g_of[os.path.abspath(f)] for f in gallery_files])
-  return pg[:, None] == gg[None, :], found
+  names = {g: i for i, g in enumerate(sorted(set(group.values())))}
+  return {os.path.abspath(f): names[group[r]] for f, r in zip(files, rel)}
 
 
 # == Outputs ===========================================================================================================
@@ -417,17 +428,17 @@ def run(args):
         f"{', '.join(e.name for e in embedders)}{' with flip TTA' if args.tta == 'flip' else ''}.", flush=True)
 
   def embed_all(files):
-    embs, bad = [], {}
+    embs, bad, hashes = [], {}, file_hashes(files)
     for e in embedders:
-      emb, reasons, new = embed_files(files, e, aligner, args.tta, cache_dir)
+      emb, reasons, new = embed_files(files, e, aligner, args.tta, cache_dir, hashes=hashes)
       embs.append(emb)
       bad.update(reasons)
       print(f"  {os.path.basename(e.name)}: {new} photo(s) embedded, {len(files) - new - len(reasons)} from the "
             f"cache, {len(reasons)} without a usable face", flush=True)
     ok = ~np.any([np.isnan(e[:, 0]) for e in embs], axis=0)
-    return [e[ok] for e in embs], ok, bad
+    return [e[ok] for e in embs], ok, bad, [h for h, k in zip(hashes[0], ok) if k]
 
-  g_embs, g_ok, g_bad = embed_all(g_files)
+  g_embs, g_ok, g_bad, g_hash = embed_all(g_files)
   g_files, g_labels = [f for f, k in zip(g_files, g_ok) if k], g_labels[g_ok]
   result = {"gallery": os.path.abspath(args.gallery), "conditions": conditions,
             "cases": {c: int((g_labels == j).sum()) for j, c in enumerate(conditions)},
@@ -436,8 +447,8 @@ def run(args):
   if args.pairs:
     groups = g_labels
     if args.pairs == "identity":
-      excl, _ = identity_exclusions(g_files, g_files, g_files, args.identity_guard or "builtin:sface")
-      groups = np.array([np.nonzero(row)[0].min() for row in excl])  # The cluster's first member names it.
+      person = identity_groups(g_files, args.identity_guard or "builtin:sface", cache_dir)
+      groups = np.array([person[os.path.abspath(f)] for f in g_files])
     result["pairs"] = {args.pairs: pair_verification(g_embs, groups)}
     v = result["pairs"][args.pairs]
     print(f"Pairs by {args.pairs}: {v['pairs']:,} pairs ({v['same_group_pairs']:,} within a group): ROC AUC "
@@ -450,18 +461,17 @@ def run(args):
       if unknown:
         raise ValueError(f"--test holds conditions the gallery lacks: {sorted(unknown)}")
       t_labels = np.array([conditions.index(t_conditions[y]) for y in t_labels])
-      p_embs, p_ok, _ = embed_all(t_files)
+      p_embs, p_ok, _, _ = embed_all(t_files)
       p_files, p_labels = [f for f, k in zip(t_files, p_ok) if k], t_labels[p_ok]
     else:
       p_embs, p_files, p_labels = g_embs, g_files, g_labels
-    if args.identity_guard:
-      exclude, _ = identity_exclusions(g_files + (p_files if args.test else []), p_files, g_files,
-                                       args.identity_guard)
-    else:
-      exclude = np.array([[os.path.abspath(p) == os.path.abspath(g) for g in g_files] for p in p_files])
-    rows, summary, skipped = evaluate(p_embs, p_labels, g_embs, g_labels, conditions, exclude, args.rare_max)
+    person = identity_groups(g_files + (p_files if args.test else []), args.identity_guard, cache_dir)
+    pg = np.array([person[os.path.abspath(f)] for f in p_files])
+    gg = np.array([person[os.path.abspath(f)] for f in g_files])
+    rows, summary, skipped = evaluate(p_embs, p_labels, g_embs, g_labels, conditions, (pg, gg), args.rare_max)
+    per_group = np.bincount(gg, minlength=len(set(person.values())))
     result["evaluation"] = {"protocol": "leave-one-out" if not args.test else f"test folder {args.test}",
-                            "excluded_per_probe": float(exclude.sum(1).mean()), "unrankable": skipped,
+                            "excluded_per_probe": float(per_group[pg].mean()), "unrankable": skipped,
                             "summary": summary}
     with open(os.path.join(args.out, "ranks.csv"), "w", newline="", encoding="utf-8") as f:
       w = csv.DictWriter(f, ["probe", "condition", "rank_nearest", "rank_centroid", "gallery_cases"])
@@ -474,14 +484,14 @@ def run(args):
 
   if args.probes:
     probe_files = [f for f in images.expand(list(args.probes)) if f.lower().endswith(images.IMAGE_EXTENSIONS)]
-    p_embs, p_ok, p_bad = embed_all(probe_files)
+    p_embs, p_ok, p_bad, p_hash = embed_all(probe_files)
     ok_files = [f for f, k in zip(probe_files, p_ok) if k]
     ranker = Ranker(g_embs, g_labels, conditions)
     # A probe that is itself a gallery photo (the same file content) would match itself: that case is left out.
-    g_hash = np.array([sources.sha256(g) for g in g_files])
-    same_file = np.array([sources.sha256(p) for p in ok_files])[:, None] == g_hash[None, :]
-    for i in np.nonzero(same_file.any(1))[0]:
-      print(f"  {ok_files[i]} is gallery photo {g_files[int(np.argmax(same_file[i]))]}: left out of its own matches")
+    g_hash, p_hash = np.array(g_hash), np.array(p_hash)
+    for i in np.nonzero(np.isin(p_hash, g_hash))[0]:
+      print(f"  {ok_files[i]} is gallery photo {g_files[int(np.argmax(g_hash == p_hash[i]))]}: left out of its own "
+            "matches")
     matches, sheet_dir = [], os.path.join(args.out, "sheets")
     os.makedirs(sheet_dir, exist_ok=True)
     with open(os.path.join(args.out, "matches.csv"), "w", newline="", encoding="utf-8") as f:
@@ -489,7 +499,8 @@ def run(args):
       w.writerow(["probe", "rank", "condition", "best_similarity", "centroid_similarity", "centroid_rank",
                   "nearest_cases"])
       for lo in range(0, len(ok_files), 256):
-        best, cent, sim = ranker.rank([e[lo:lo + 256] for e in p_embs], same_file[lo:lo + 256])
+        same_file = p_hash[lo:lo + 256, None] == g_hash[None, :]
+        best, cent, sim = ranker.rank([e[lo:lo + 256] for e in p_embs], same_file)
         for k, pf in enumerate(ok_files[lo:lo + 256]):
           order = np.argsort(-best[k], kind="stable")
           c_rank = {int(c): r + 1 for r, c in enumerate(np.argsort(-cent[k], kind="stable"))}
@@ -504,7 +515,7 @@ def run(args):
             w.writerow([pf, r + 1, conditions[j], f"{best[k, j]:.4f}", f"{cent[k, j]:.4f}", c_rank[int(j)],
                         " ".join(f"{os.path.relpath(g, args.gallery)}:{s_:.3f}" for g, s_ in near)])
           matches.append({"probe": pf, "top": top, "same_file_in_gallery": [g_files[n] for n in
-                                                                             np.nonzero(same_file[lo + k])[0]]})
+                                                                             np.nonzero(same_file[k])[0]]})
     e0 = embedders[0]
     for i, m in enumerate(matches[:args.sheets]):
       sheet_rows = [{"condition": t["condition"],

@@ -40,6 +40,14 @@ def _point(y, pred, scores, k, positive):
   return out
 
 
+def clopper_pearson(k, n):
+  """The exact (Clopper-Pearson) 95% interval [low, high] of k successes in n trials; None when n = 0."""
+  if not n:
+    return None
+  ci = stats.binomtest(int(k), int(n)).proportion_ci(0.95, method="exact")
+  return [float(ci.low), float(ci.high)]
+
+
 def compute(y, scores, classes, score_type, bootstrap=1000, seed=0, positive=1):
   """y: [n] true labels; scores: [n, k] (higher = more likely); returns the metrics.json dict."""
   y, scores = np.asarray(y), np.asarray(scores, np.float64)
@@ -62,12 +70,11 @@ def compute(y, scores, classes, score_type, bootstrap=1000, seed=0, positive=1):
     return {"value": None if np.isnan(v) else v, "ci95": ci}
 
   correct = int((pred == y).sum())
-  cp = stats.binomtest(correct, len(y)).proportion_ci(0.95, method="exact") if len(y) else None
   out = {
       "num_test": int(len(y)), "classes": list(classes), "score_type": score_type,
       # Accuracy of always answering the largest test class: the floor any result must clear.
       "majority_rate": float(np.bincount(y, minlength=k).max() / len(y)) if len(y) else None,
-      "accuracy": {**val("accuracy"), "clopper_pearson95": [float(cp.low), float(cp.high)] if cp else None},
+      "accuracy": {**val("accuracy"), "clopper_pearson95": clopper_pearson(correct, len(y))},
       "per_class": {cls: {**{m: val(f"{m}/{c}") for m in ("precision", "recall", "specificity", "f1")},
                           "support": int((y == c).sum())} for c, cls in enumerate(classes)},
       "macro": {m: val(f"macro/{m}") for m in ("precision", "recall", "specificity", "f1")},

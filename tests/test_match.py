@@ -68,10 +68,13 @@ def test_random_gallery_ranks_equal_brute_force_with_exclusions_and_blocks(embed
   labels[labels == 8] = 7  # Condition 8 has no case at all.
   gallery = [_unit(rng.normal(size=(n_g, d))).astype(np.float32) for _ in range(embedders)]
   probes = [_unit(rng.normal(size=(n_p, d))).astype(np.float32) for _ in range(embedders)]
-  exclude = rng.random((n_p, n_g)) < 0.2
-  exclude[0, labels == 3] = True  # Probe 0 may match no case of condition 3.
+  # Exclusion by group (person): probe 0's group holds every case of condition 3, so it has nothing to match.
+  pg, gg = rng.integers(0, 12, n_p), rng.integers(0, 12, n_g)
+  pg[0] = 99
+  gg[labels == 3] = 99
+  exclude = pg[:, None] == gg[None, :]
   y = rng.integers(0, 8, n_p)
-  y[0] = 3
+  y[pg == 99] = 3
   # The reference: per-embedder cosines z-scored by that embedder's gallery pairs, then averaged.
   iu = np.triu_indices(n_g, 1)
   scale = [(0.0, 1.0) if embedders == 1 else ((g @ g.T)[iu].mean(), (g @ g.T)[iu].std()) for g in gallery]
@@ -84,7 +87,7 @@ def test_random_gallery_ranks_equal_brute_force_with_exclusions_and_blocks(embed
   np.testing.assert_allclose(best, best_ref_all, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(cent, cent_ref, rtol=1e-5, atol=1e-5)
   assert np.isneginf(best[:, 8]).all() and np.isneginf(best[0, 3])
-  rows, _, skipped = match.evaluate(probes, y, gallery, labels, [str(k) for k in range(n_c)], exclude, block=5)
+  rows, _, skipped = match.evaluate(probes, y, gallery, labels, [str(k) for k in range(n_c)], (pg, gg), block=5)
   assert skipped == 1 and [r["probe"] for r in rows] == list(range(1, n_p))
   for r in rows:
     i, c = r["probe"], y[r["probe"]]
@@ -101,7 +104,7 @@ def test_topk_intervals_are_exact_binomial_and_the_unseen_protocol_splits_by_cas
   rng = np.random.default_rng(0)
   labels = np.array([0] * 20 + [1] * 3 + [2] * 2)
   g = [_unit(rng.normal(size=(25, 8))).astype(np.float32)]
-  _, summary, _ = match.evaluate(g, labels, g, labels, ["big", "rare1", "rare2"], np.eye(25, dtype=bool),
+  _, summary, _ = match.evaluate(g, labels, g, labels, ["big", "rare1", "rare2"], (np.arange(25), np.arange(25)),
                                  rare_max=3)
   assert summary["nearest"]["rare (<= 3 cases)"]["probes"] == 5
   assert summary["nearest"]["frequent (> 3 cases)"]["probes"] == 20
