@@ -16,16 +16,16 @@ Expected (2 CPU cores, measured): DTL2 test accuracy 87.5 % [95% bootstrap 80.0,
 [78.2, 93.8], ROC AUC 0.957; DTL1 100.0 % [100, 100], exact binomial [95.5, 100]; majority-class rate 50 % (80 test
 images). 3 min 59 s in all on a fresh clone, the first run included (SFace conversion, alignment, 48 fine-tuning
 steps at ~2.4 s).
-JFACEDIAG_DEMO_QUICK=1 (the CI test) runs 1 fine-tuning epoch and 200 bootstrap resamples: the same code path.
+`--config configs/demo.py:quick` (the CI test; workdir runs/demo-quick) runs 1 fine-tuning epoch and 200 bootstrap
+resamples: the same code path.
 """
-import os
-
 from jfacediag import base_config
 
 
 def get_config(arg=None):
-  del arg
-  quick = os.environ.get("JFACEDIAG_DEMO_QUICK", "") not in ("", "0")
+  if arg not in (None, "", "quick"):
+    raise ValueError(f"configs/demo.py takes no argument or 'quick'; got {arg!r}")
+  quick = arg == "quick"
   c = base_config.get_config()
   c.method = "svm,finetune"
   c.data.generate = "lfw_subset"

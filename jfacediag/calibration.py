@@ -28,7 +28,6 @@ from jfacediag import fileio
 
 BINS = 15
 T_RANGE = (0.1, 20.0)  # Temperatures searched.
-CALIBRATION_FILE = "calibration.json"  # In WORKDIR/report/; jfacediag.predict applies it.
 
 
 def softmax(scores):

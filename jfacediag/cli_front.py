@@ -20,6 +20,8 @@ import tokenize
 
 import ml_collections
 
+from jfacediag import workdir_lock
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base_config.py")
 
@@ -210,12 +212,18 @@ def dashes(argv):
   return out
 
 
+# A user's mistake or the machine's refusal: a bad value or name (ValueError, models.UnknownName, an unreadable or
+# unsafe checkpoint), a missing or unwritable file (OSError), a missing package, a workdir another process holds.
+# Anything else (a KeyError, a TypeError) is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, ImportError, workdir_lock.Locked)
+
+
 def one_line_errors(fn, *args):
-  """Runs fn(*args) for an argparse tool: a user's mistake (a bad value, a missing file or package, an unknown
-  name) is one line on stderr and exit status 2, not a traceback. Returns the exit status."""
+  """Runs fn(*args) for every entry point: a user's mistake (USER_ERRORS) is one line on stderr and exit status 2,
+  not a traceback. Returns the exit status."""
   try:
     fn(*args)
-  except (ValueError, FileNotFoundError, ImportError, KeyError) as e:
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -34,7 +34,6 @@ if __name__ == "__main__":  # --help and command-line mistakes answer before JAX
                                       "only"))
 
 import csv
-import io
 import json
 import os
 import re
@@ -45,7 +44,7 @@ from absl import app, flags, logging
 import numpy as np
 from scipy import stats
 
-from jfacediag import fileio, metrics as metrics_lib, train, workdir_lock
+from jfacediag import cli_front, fileio, metrics as metrics_lib, rundir, train, workdir_lock
 
 # --config and --workdir are jfacediag.train's flags (one definition per process); --workdir defaults to
 # runs/cv-<config name> here.
@@ -111,7 +110,7 @@ def run_folds(config, workdir, root, names, inner_val, keep):
   """Runs the named folds here, one after the other. Returns False when one stopped early (rerun resumes)."""
   for name in names:
     r, f = map(int, re.match(r"r(\d+)_f(\d+)", name).groups())
-    fold_dir = os.path.join(workdir, "folds", name)
+    fold_dir = rundir.fold_dir(workdir, name)
     train.log(f"== CV fold {name} (repeat {r}, fold {f}) " + "=" * 50)
     c = fold_config(config, root, r, f, _FOLDS.value, inner_val, os.path.join(workdir, "leakage_cache.json.gz"))
     result = train.run(c, fold_dir)
@@ -150,10 +149,6 @@ def run_parallel(workdir, pending, n):
 
 
 # == Aggregation =======================================================================================================
-def _read_csv(path):
-  return list(csv.DictReader(io.StringIO(fileio.read_text(path), newline="")))
-
-
 def summarise(values, n_test, n_train):
   """mean, fold spread (percentiles) and the corrected resampled t interval of the mean (Nadeau & Bengio)."""
   v = np.array([x for x in values if x is not None], np.float64)
@@ -186,20 +181,19 @@ def _ensemble(rows_by_fold, classes, config):
 
 def aggregate(config, workdir, folds, repeats):
   names = [fold_name(r, f) for r in range(repeats) for f in range(folds)]
-  done = [n for n in names if is_done(os.path.join(workdir, "folds", n))]
+  done = [n for n in names if is_done(rundir.fold_dir(workdir, n))]
   per_fold, oof, holdout = [], {}, []
   classes = None
   for n in done:
-    d = os.path.join(workdir, "folds", n)
-    m = json.loads(fileio.read_text(os.path.join(d, "report", "metrics.json")))
+    d = rundir.fold_dir(workdir, n)
+    m = rundir.read_metrics(d)
     classes = m["classes"]
     counts = m["run"]["split_counts"]
     per_fold.append({"fold": n, "test": m["num_test"], "train": counts["train"], "val": counts.get("val", 0),
                      **{k: v for k, (v, _) in metrics_lib.headline(m).items()}})
-    oof.setdefault(n.split("_")[0], []).append(_read_csv(os.path.join(d, "report", "predictions.csv")))
-    hp = os.path.join(d, "report", "holdout_predictions.csv")
-    if fileio.exists(hp):
-      holdout.append(_read_csv(hp))
+    oof.setdefault(n.split("_")[0], []).append(rundir.read_predictions(d))
+    if rundir.read_predictions(d, holdout=True) is not None:
+      holdout.append(rundir.read_predictions(d, holdout=True))
   out = {"folds": folds, "repeats": repeats, "finished": len(done), "total": len(names), "per_fold": per_fold,
          "config": config.to_dict(), "classes": classes}
   if not per_fold:
@@ -230,8 +224,7 @@ def _pct(x):
 
 
 def write(workdir, result):
-  with fileio.open(os.path.join(workdir, "cv.json"), "w") as f:
-    json.dump(result, f, indent=2)
+  rundir.write_json(workdir, rundir.CV, result)
   if result["per_fold"]:
     with fileio.open(os.path.join(workdir, "folds.csv"), "w") as f:
       w = csv.DictWriter(f, list(result["per_fold"][0]))
@@ -282,40 +275,41 @@ def default_workdir():
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  config, folds, repeats = _CONFIG.value, _FOLDS.value, _REPEATS.value
-  workdir = fileio.absolute(_WORKDIR.value or default_workdir())
-  try:
-    if "," in config.method:
-      raise ValueError(f"jfacediag.cv runs one method; got method={config.method!r} (run one CV per method)")
-    if folds < 2 or repeats < 1:
-      raise ValueError(f"--folds must be >= 2 and --repeats >= 1; got {folds}, {repeats}")
-    names = [fold_name(r, f) for r in range(repeats) for f in range(folds)]
-    if _ONLY.value:  # A --parallel worker: run the given folds and exit.
-      root = train.data_dir_for(config.data, workdir)
-      sys.exit(0 if run_folds(config, workdir, root, _ONLY.value.split(","), _INNER_VAL.value,
-                              _KEEP.value) else 3)
-    workdir_lock.acquire(workdir, "CV --workdir")  # Released at exit; --parallel workers lock their fold dirs.
-    check_settings(workdir, {"folds": folds, "repeats": repeats, "inner_val": _INNER_VAL.value,
-                             "config": json.loads(config.to_json_best_effort())})
+  status = cli_front.one_line_errors(_main, _CONFIG.value, _FOLDS.value, _REPEATS.value,
+                                     fileio.absolute(_WORKDIR.value or default_workdir()))
+  if status:
+    sys.exit(status)
+
+
+def _main(config, folds, repeats, workdir):
+  if "," in config.method:
+    raise ValueError(f"jfacediag.cv runs one method; got method={config.method!r} (run one CV per method)")
+  if folds < 2 or repeats < 1:
+    raise ValueError(f"--folds must be >= 2 and --repeats >= 1; got {folds}, {repeats}")
+  names = [fold_name(r, f) for r in range(repeats) for f in range(folds)]
+  if _ONLY.value:  # A --parallel worker: run the given folds and exit.
     root = train.data_dir_for(config.data, workdir)
-    pending = [n for n in names if not is_done(os.path.join(workdir, "folds", n))]
-    already = len(names) - len(pending)
-    if _MAX_FOLDS.value:
-      pending = pending[:_MAX_FOLDS.value]
-    on = "dense SIFT" if config.method == "dsift" else config.model.backbone
-    train.log(f"jfacediag.cv: {folds}-fold x {repeats} repeats of {config.method} on {on}; "
-              f"{already} of {len(names)} folds already done; running {len(pending)} "
-              + (f"in {_PARALLEL.value} processes" if _PARALLEL.value > 1 else "here, one after the other")
-              + f"; workdir {workdir}")
-    if _PARALLEL.value > 1 and len(pending) > 1:
-      ok = run_parallel(workdir, pending, _PARALLEL.value)
-    else:
-      ok = run_folds(config, workdir, root, pending, _INNER_VAL.value, _KEEP.value)
-    result = aggregate(config, workdir, folds, repeats)
-    write(workdir, result)
-  except (ValueError, FileNotFoundError, KeyError, ImportError, workdir_lock.Locked) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(0 if run_folds(config, workdir, root, _ONLY.value.split(","), _INNER_VAL.value,
+                            _KEEP.value) else 3)
+  workdir_lock.acquire(workdir, "CV --workdir")  # Released at exit; --parallel workers lock their fold dirs.
+  check_settings(workdir, {"folds": folds, "repeats": repeats, "inner_val": _INNER_VAL.value,
+                           "config": json.loads(config.to_json_best_effort())})
+  root = train.data_dir_for(config.data, workdir)
+  pending = [n for n in names if not is_done(rundir.fold_dir(workdir, n))]
+  already = len(names) - len(pending)
+  if _MAX_FOLDS.value:
+    pending = pending[:_MAX_FOLDS.value]
+  on = "dense SIFT" if config.method == "dsift" else config.model.backbone
+  train.log(f"jfacediag.cv: {folds}-fold x {repeats} repeats of {config.method} on {on}; "
+            f"{already} of {len(names)} folds already done; running {len(pending)} "
+            + (f"in {_PARALLEL.value} processes" if _PARALLEL.value > 1 else "here, one after the other")
+            + f"; workdir {workdir}")
+  if _PARALLEL.value > 1 and len(pending) > 1:
+    ok = run_parallel(workdir, pending, _PARALLEL.value)
+  else:
+    ok = run_folds(config, workdir, root, pending, _INNER_VAL.value, _KEEP.value)
+  result = aggregate(config, workdir, folds, repeats)
+  write(workdir, result)
   s = result.get("summary", {}).get("accuracy")
   train.log(f"{result['finished']}/{result['total']} folds finished"
             + (f"; accuracy {_pct(s['mean'])}% (95% CI of the mean {_pct(s['ci95'][0])}-{_pct(s['ci95'][1])})"

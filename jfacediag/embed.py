@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from jfacediag import cli_front, models, progress, sharding, steps
-from jfacediag.align import folder as align_folder
-from jfacediag.data import images
-from jfacediag.models import builtin, weights
+from jfacediag.data import aligned_folder, images
+from jfacediag import builtin
+from jfacediag.models import weights
 
 
 class Embedder:
@@ -79,7 +79,7 @@ def run(args, quiet=False):
   variables, meta, pp = weights.load(builtin.resolve(args.weights))
   spec = models.get(meta["arch"])
   files = images.expand(args.images)
-  if args.align or any(os.path.isdir(p) and align_folder.settings(p) for p in args.images):
+  if args.align or any(os.path.isdir(p) and aligned_folder.settings(p) for p in args.images):
     pp = pp.for_crops()  # Aligned crops are the network's input: not cropped a second time.
   usable, errors, reasons, no_face = [], [], [], []
   with tempfile.TemporaryDirectory() as tmp:

@@ -4,6 +4,7 @@ Local paths use Python's own files; paths with a scheme go through tf.io.gfile, 
 and orbax writes its checkpoints there itself. Object stores cannot append, so `append` rewrites remote files.
 """
 import builtins
+import hashlib
 import os
 
 from jfacediag.tf_import import tf
@@ -42,6 +43,15 @@ def listdir(path):
   return tf().io.gfile.listdir(path) if is_remote(path) else os.listdir(path)
 
 
+def isdir(path):
+  return tf().io.gfile.isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def mtime(path):
+  """Modification time in seconds since the epoch."""
+  return tf().io.gfile.stat(path).mtime_nsec / 1e9 if is_remote(path) else os.path.getmtime(path)
+
+
 def replace(src, dst):
   if is_remote(src):
     tf().io.gfile.rename(src, dst, overwrite=True)
@@ -70,3 +80,12 @@ def append(path, text):
 def read_text(path):
   with open(path) as f:
     return f.read()
+
+
+def sha256(path):
+  """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()

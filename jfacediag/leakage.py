@@ -37,17 +37,12 @@ from PIL import Image
 from scipy import fft, stats
 from scipy.cluster import hierarchy
 
-from jfacediag import fileio, progress
+from jfacediag import fileio, models, progress
 from jfacediag.align import detectors, styles
-from jfacediag.align import folder as align_folder
-from jfacediag.data import images
+from jfacediag.data import aligned_folder, images
 
 KINDS = ("exact", "near", "same_photo", "same_person")  # Strongest first.
 GROUP_KINDS = {"duplicates": ("exact", "near", "same_photo"), "identity": KINDS}
-# Cosine thresholds at which the embedder's authors call two adult faces the same person.
-VERIFICATION_THRESHOLDS = {
-    "sface": 0.363,  # OpenCV zoo face_recognition_sface: cosine >= 0.363 (L2 <= 1.128) on aligned crops.
-}
 MIN_CALIBRATION_PAIRS = 300  # Fewer pairs (about 25 faces) estimate the tail too poorly: the embedder's threshold.
 LEAKAGE_FILE = "leakage.json"
 PAIRS_FILE = "leakage_pairs.csv.gz"
@@ -103,11 +98,11 @@ class _Faces:
 
   def __init__(self, root, files):
     self.root, self.files = root, files
-    aligned = align_folder.settings(root)
+    aligned = aligned_folder.settings(root)
     self.template = bool(aligned) and aligned["style"] in ("arcface112", "paper")
     self.landmarks = {}
     if self.template:
-      self.fallback = {r["output"] for r in align_folder.read_rows(root, align_folder.MANIFEST) if r.get("fallback")}
+      self.fallback = {r["output"] for r in aligned_folder.read_rows(root, aligned_folder.MANIFEST) if r.get("fallback")}
       self.how = f"the {aligned['style']} crops jfacediag.align wrote (no second detection)"
       self.no_face_reason = "a centre-crop fallback of jfacediag.align: no face was found in the photo"
     else:
@@ -257,7 +252,7 @@ def find_pairs(root, files, cfg, show_progress=True):
     have = np.nonzero(~np.isnan(emb[:, 0]))[0]
     unit, m = emb[have], len(have)
     total = m * (m - 1) // 2
-    model = VERIFICATION_THRESHOLDS.get(arch)
+    model = models.verification_threshold(arch)
     # Pass 1: the histogram, the count above the adult threshold, and up to 2M pair cosines for the calibration
     # (a random subset of larger sets: the fit needs the bulk of the distribution, not every pair).
     rng, keep = np.random.default_rng(0), min(1.0, 2_000_000 / max(total, 1))

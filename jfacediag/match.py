@@ -37,9 +37,8 @@ import time
 
 import numpy as np
 
-from jfacediag import base_config, cli_front, fileio, leakage, metrics, progress
+from jfacediag import base_config, builtin, cli_front, fileio, leakage, metrics, progress
 from jfacediag.align import detectors, styles
-from jfacediag.convert import sources
 from jfacediag.data import images
 
 NOT_A_DIAGNOSIS = "jfacediag is a research tool, not a medical device: a match is not a diagnosis."
@@ -55,16 +54,11 @@ class _Weights:
     self.net = embed.Embedder(spec)
     self.name, self.style = spec, self.net.spec.align_style or "arcface112"
     self.size = styles.SIZES[self.style]
-    with open(os.path.join(_resolve(spec), "metadata.json"), encoding="utf-8") as f:
+    with open(os.path.join(builtin.resolve(spec), "metadata.json"), encoding="utf-8") as f:
       self.key = hashlib.sha256(f.read().encode()).hexdigest()[:16]
 
   def __call__(self, crops):
     return self.net(crops)
-
-
-def _resolve(spec):
-  from jfacediag.models import builtin  # pylint: disable=g-import-not-at-top
-  return builtin.resolve(spec)
 
 
 def make_embedders(embedders, run_dirs):
@@ -123,7 +117,7 @@ def file_hashes(files):
   hashes, reasons = [], {}
   for f in files:
     try:
-      hashes.append(sources.sha256(f))
+      hashes.append(fileio.sha256(f))
     except OSError as e:
       hashes.append(None)
       reasons[f] = f"unreadable: {e.strerror}"

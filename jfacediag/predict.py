@@ -26,6 +26,7 @@ jfacediag is a research tool, not a medical device.
 """
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -35,10 +36,10 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from jfacediag import calibration as calibration_lib, checkpointing, cli_front, explain, models, progress
-from jfacediag import sharding, steps
-from jfacediag.align import folder as align_folder, styles
-from jfacediag.data import images, pipeline, splits
+from jfacediag import calibration as calibration_lib, checkpointing, cli_front, explain, fileio, models, progress
+from jfacediag import rundir, sharding, steps
+from jfacediag.align import styles
+from jfacediag.data import aligned_folder, images, pipeline, splits
 from jfacediag.models import classifier, ensemble
 from jfacediag.models.preprocessing import Preprocessing
 
@@ -71,23 +72,34 @@ def parse(argv):
 
 
 # == The run ===========================================================================================================
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A finished DTL1/DTL2 run, loaded to predict like its evaluation (`load_run`)."""
+  dir: str
+  config: ml_collections.ConfigDict
+  classes: list
+  spec: models.Backbone
+  pp: Preprocessing
+  step: int
+  model: classifier.Classifier
+  variables: dict  # {"params", "batch_stats"} at `step`.
+  style: str  # The alignment style of the run's data ("" = not aligned).
+  crop_size: int
+  detector: str
+  data_dir: str
+  method: str
+  calibration: str  # What the probabilities are, in words.
+  calibrator: object  # calibration.Calibrator, or None.
+
+
 def load_run(run_dir, which="best"):
-  """Everything needed to predict like the run's evaluation: model, variables, classes, preprocessing, style."""
-  run_dir = os.path.abspath(run_dir)
-  path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(path):
-    subs = [d for d in ("svm", "finetune") if os.path.exists(os.path.join(run_dir, d, "config.json"))]
-    hint = f": it holds {', '.join(os.path.join(run_dir, d) for d in subs)}; pass one" if subs else ""
-    raise FileNotFoundError(f"{run_dir} is not a run's workdir (no config.json){hint}")
-  with open(path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  """Everything needed to predict like the run's evaluation: model, variables, classes, preprocessing, style; read
+  through jfacediag.rundir (a gs:// run too)."""
+  run_dir = fileio.absolute(run_dir)
+  config = ml_collections.ConfigDict(rundir.read_config(run_dir))
   if config.method == "dsift":
     raise ValueError(f"{run_dir} is a dsift (dense SIFT baseline) run; predict works with DTL1/DTL2 runs")
-  metrics_path = os.path.join(run_dir, "report", "metrics.json")
-  if not os.path.exists(metrics_path):
-    raise FileNotFoundError(f"{run_dir} has no report/metrics.json: the run has not finished")
-  with open(metrics_path, encoding="utf-8") as f:
-    facts = json.load(f)["run"]
+  facts = rundir.read_facts(run_dir)
   _, _, classes = splits.read(run_dir)
   spec = (ensemble.from_facts(facts, config.model.get("ensemble_combine", "concat"))
           if config.model.backbone == ensemble.NAME else models.get(config.model.backbone))
@@ -101,16 +113,13 @@ def load_run(run_dir, which="best"):
   ckpts.close()
   model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
   style, crop, detector = "", 0, "yunet"
-  settings = align_folder.settings(facts["data_dir"])
+  settings = aligned_folder.settings(facts["data_dir"])
   if settings:
     style, detector = settings["style"], settings.get("detector", "yunet")
     crop = settings.get("size") or styles.SIZES[style]
   # The run's calibration (report/calibration.json) was fitted for the checkpoint its report evaluated.
-  calibrator = None
-  cal_path = os.path.join(run_dir, "report", calibration_lib.CALIBRATION_FILE)
-  if os.path.exists(cal_path):
-    with open(cal_path, encoding="utf-8") as f:
-      calibrator = calibration_lib.Calibrator.from_dict(json.load(f))
+  stored = rundir.read_calibration(run_dir)
+  calibrator = calibration_lib.Calibrator.from_dict(stored) if stored else None
   if calibrator is None:
     calibration = "none: this run predates calibration; softmax of the raw scores"
   elif config.method == "finetune" and int(step) != int(facts["checkpoint_step"]):
@@ -119,10 +128,9 @@ def load_run(run_dir, which="best"):
     calibrator = None
   else:
     calibration = calibrator.describe()
-  return {"dir": run_dir, "config": config, "classes": classes, "spec": spec, "pp": pp, "step": int(step),
-          "model": model, "variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
-          "style": style, "crop_size": crop, "detector": detector, "data_dir": facts["data_dir"],
-          "method": config.method, "calibration": calibration, "calibrator": calibrator}
+  return Run(run_dir, config, classes, spec, pp, int(step), model,
+             {"params": state["params"], "batch_stats": state["batch_stats"]}, style, crop, detector,
+             facts["data_dir"], config.method, calibration, calibrator)
 
 
 # == Inputs ============================================================================================================
@@ -181,16 +189,16 @@ def predict_rows(run, rows, batch, min_prob):
   sharding.check_batch_size(batch, mesh, "--batch")
   files = [r["input"] for r in rows if not r["error"]]
   if not files:
-    return np.zeros((0, len(run["classes"])), np.float32)
-  variables = jax.device_put(run["variables"], sharding.replicated(mesh))
-  predict_step = steps.make_predict_step(run["model"], mesh, steps.compute_dtype(run["config"].get("dtype", "float32")))
+    return np.zeros((0, len(run.classes)), np.float32)
+  variables = jax.device_put(run.variables, sharding.replicated(mesh))
+  predict_step = steps.make_predict_step(run.model, mesh, steps.compute_dtype(run.config.get("dtype", "float32")))
   scores = steps.run_batches(predict_step, variables, "", files,
-                             np.zeros(len(files), np.int32), run["pp"], batch, mesh, len(run["classes"]))
-  probs = run["calibrator"](scores) if run.get("calibrator") else explain.probabilities(scores)
+                             np.zeros(len(files), np.int32), run.pp, batch, mesh, len(run.classes))
+  probs = run.calibrator(scores) if run.calibrator else explain.probabilities(scores)
   readable = [r for r in rows if not r["error"]]
   for r, p, raw in zip(readable, probs, np.asarray(scores)):
     top = int(raw.argmax())  # The report's decision; per-class Platt sigmoids may reorder close classes.
-    r.update({"probabilities": dict(zip(run["classes"], map(float, p))), "top_class": run["classes"][top],
+    r.update({"probabilities": dict(zip(run.classes, map(float, p))), "top_class": run.classes[top],
               "top_prob": float(p[top]), "low_confidence": int(p[top] < min_prob), "top_index": top})
   return scores
 
@@ -210,10 +218,10 @@ def image_stats(path, size):
 
 
 def _unit_features(run, files, batch, mesh):
-  variables = jax.device_put(run["variables"], sharding.replicated(mesh))
-  step = steps.make_feature_step(run["model"], mesh, steps.compute_dtype(run["config"].get("dtype", "float32")))
-  f = steps.run_batches(step, variables, "", files, np.zeros(len(files), np.int32), run["pp"], batch, mesh,
-                        run["spec"].feature_dim)
+  variables = jax.device_put(run.variables, sharding.replicated(mesh))
+  step = steps.make_feature_step(run.model, mesh, steps.compute_dtype(run.config.get("dtype", "float32")))
+  f = steps.run_batches(step, variables, "", files, np.zeros(len(files), np.int32), run.pp, batch, mesh,
+                        run.spec.feature_dim)
   return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
 
@@ -224,12 +232,12 @@ def flag_far_rows(run, rows, batch):
   than 95% of the training images are from their nearest other training image; or, for aligned data, the
   detector's verdict against the predicted class's training images (a face found where 90% of them had none, or
   none where 90% had one). The probabilities of such a photo say nothing about it. Returns the references used."""
-  split_rows, _, _ = splits.read(run["dir"])
-  train = [os.path.join(run["data_dir"], r.file) for r in split_rows if r.split == "train"]
+  split_rows, _, _ = splits.read(run.dir)
+  train = [os.path.join(run.data_dir, r.file) for r in split_rows if r.split == "train"]
   readable = [r for r in rows if not r["error"]]
   if len(train) < 2 or not readable:
     return None
-  size = run["pp"].input_size
+  size = run.pp.input_size
   ts = np.stack([image_stats(f, size) for f in train])
   lo, hi = ts.min(0), ts.max(0)
   pad = 0.1 * (hi - lo) + 1e-6
@@ -240,9 +248,9 @@ def flag_far_rows(run, rows, batch):
   cut = float(np.percentile(sim.max(1), FAR_PERCENTILE))
   near = (_unit_features(run, [r["input"] for r in readable], batch, mesh) @ ref.T).max(1)
   # In an aligned folder, centre-crop fallbacks are the training images without a detected face, per class.
-  fallback = {m["output"] for m in align_folder.read_rows(run["data_dir"], align_folder.MANIFEST) if m.get("fallback")}
+  fallback = {m["output"] for m in aligned_folder.read_rows(run.data_dir, aligned_folder.MANIFEST) if m.get("fallback")}
   faceless = {c: np.mean([r.file in fallback for r in split_rows if r.split == "train" and r.class_name == c])
-              for c in run["classes"]} if run["style"] else {}
+              for c in run.classes} if run.style else {}
   for r, s in zip(readable, near):
     st = image_stats(r["input"], size)
     why = [f"{name} {v:.3g} outside the training images' {a:.3g}-{b:.3g}"
@@ -262,16 +270,16 @@ def flag_far_rows(run, rows, batch):
 
 def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
   """Grad-CAM + occlusion overlays and region rows for every readable row; returns the region table rows."""
-  pp, classes, spec, model = run["pp"], run["classes"], run["spec"], run["model"]
+  pp, classes, spec, model = run.pp, run.classes, run.spec, run.model
   if not spec.cam_layer:
     raise ValueError(f"backbone {spec.name} names no Grad-CAM layer (models.Backbone.cam_layer)")
   readable = [r for r in rows if not r["error"]]
   if not readable:
     return []
   s = pp.input_size
-  gradcam = explain.make_gradcam(model, run["variables"], spec.cam_layer, (1, s, s, 3))
+  gradcam = explain.make_gradcam(model, run.variables, spec.cam_layer, (1, s, s, 3))
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  predict = lambda xs: np.asarray(apply(run["variables"], xs))  # noqa: E731
+  predict = lambda xs: np.asarray(apply(run.variables, xs))  # noqa: E731
   patch = patch or max(2, s // 7)
   mean, std = np.array(pp.mean, np.float32), np.array(pp.std, np.float32)
   os.makedirs(os.path.join(out_dir, "explain"), exist_ok=True)
@@ -291,7 +299,7 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
         cam = np.asarray(cam[0])
         occ, base = explain.occlusion(predict, x, c, patch, stride or patch)
         p = row.get("probabilities", {}).get(classes[c], base)  # The probability predictions.csv gives.
-        title = (f"{os.path.basename(run['dir'])}: {run['method']} on {spec.name}\n"
+        title = (f"{os.path.basename(run.dir)}: {run.method} on {spec.name}\n"
                  f"{stem[:40]}: {classes[c]}, p = {p:.2f}")
         explain.overlay_png(os.path.join(out_dir, "explain", f"{int(i):05d}_{stem}_{classes[c]}_gradcam.png"),
                             face, cam, "Grad-CAM " + title, masks)
@@ -307,7 +315,7 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
 
 
 def write(out_dir, run, rows, table, far=None):
-  classes = run["classes"]
+  classes = run.classes
   cols = ["source", "input", "top_class", "top_prob", *[f"prob_{c}" for c in classes], "calibration", "no_face",
           "low_confidence", "far_from_training", "far_reason", "nearest_train_cosine", "error"]
   with open(os.path.join(out_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
@@ -317,7 +325,7 @@ def write(out_dir, run, rows, table, far=None):
       probs = {f"prob_{c}": f"{v:.6f}" for c, v in r.get("probabilities", {}).items()}
       w.writerow({"source": r["source"], "input": r["input"], "top_class": r.get("top_class", ""),
                   "top_prob": f"{r['top_prob']:.6f}" if "top_prob" in r else "", **probs,
-                  "calibration": run["calibration"], "no_face": r["no_face"],
+                  "calibration": run.calibration, "no_face": r["no_face"],
                   "low_confidence": r.get("low_confidence", ""), "far_from_training": r.get("far_from_training", ""),
                   "far_reason": r.get("far_reason", ""),
                   "nearest_train_cosine": (f"{r['nearest_train_cosine']:.4f}" if "nearest_train_cosine" in r
@@ -325,8 +333,8 @@ def write(out_dir, run, rows, table, far=None):
   keep = ("source", "input", "top_class", "top_prob", "probabilities", "no_face", "low_confidence",
           "far_from_training", "far_reason", "nearest_train_cosine", "error")
   with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as f:
-    json.dump({"run": run["dir"], "method": run["method"], "checkpoint_step": run["step"], "classes": classes,
-               "calibration": run["calibration"], "note": NOT_A_DEVICE, "far_from_training": far,
+    json.dump({"run": run.dir, "method": run.method, "checkpoint_step": run.step, "classes": classes,
+               "calibration": run.calibration, "note": NOT_A_DEVICE, "far_from_training": far,
                "predictions": [{k: r[k] for k in keep if k in r} for r in rows]}, f, indent=2)
   if table:
     with open(os.path.join(out_dir, "regions.csv"), "w", newline="", encoding="utf-8") as f:
@@ -374,20 +382,20 @@ def write_by_class(out_dir, table, title_text=""):
 
 def run_cli(args):
   run = load_run(args.run, args.checkpoint)
-  out_dir = os.path.abspath(args.out or os.path.join(run["dir"], "predict"))
+  out_dir = os.path.abspath(args.out or os.path.join(run.dir, "predict"))
   os.makedirs(out_dir, exist_ok=True)
-  style = run["style"] if args.align == "auto" else "" if args.align == "none" else args.align
+  style = run.style if args.align == "auto" else "" if args.align == "none" else args.align
   if style and style not in styles.STYLES:
     raise ValueError(f"--align {args.align!r}; expected auto, none or one of {', '.join(styles.STYLES)}")
-  detector = run["detector"] if args.detector == "auto" else args.detector
-  print(f"Run {run['dir']}: {run['method']} on {run['spec'].name}, checkpoint step {run['step']}, classes "
-        f"{run['classes']}; alignment: {f'{style} ({detector})' if style else 'none (images used as they are)'}.",
+  detector = run.detector if args.detector == "auto" else args.detector
+  print(f"Run {run.dir}: {run.method} on {run.spec.name}, checkpoint step {run.step}, classes "
+        f"{run.classes}; alignment: {f'{style} ({detector})' if style else 'none (images used as they are)'}.",
         flush=True)
-  size = run["crop_size"] if style == run["style"] else 0
+  size = run.crop_size if style == run.style else 0
   if style and args.images and detector == "mtcnn" and not args.mtcnn_weights:
-    raise ValueError(f"the run's data were aligned with MTCNN ({run['data_dir']}/align.json): pass --mtcnn-weights "
+    raise ValueError(f"the run's data were aligned with MTCNN ({run.data_dir}/align.json): pass --mtcnn-weights "
                      f"DIR to align new photos the same way, or --detector yunet to accept a different detector")
-  rows = (prepare(images.expand(args.images), style, out_dir, run["pp"], size, detector, args.mtcnn_weights)
+  rows = (prepare(images.expand(args.images), style, out_dir, run.pp, size, detector, args.mtcnn_weights)
           if args.images else [])
   far = None
   if rows:
@@ -404,18 +412,18 @@ def run_cli(args):
                              (f"low confidence (< {args.min_prob:g})", r["low_confidence"]),
                              (f"FAR FROM THE TRAINING DATA ({r.get('far_reason')}): the probability means nothing "
                               "here", r.get("far_from_training"))) if on]
-    print(f"  {r['source']}: {r['top_class']}, p = {r['top_prob']:.2f} ({run['calibration']})"
+    print(f"  {r['source']}: {r['top_class']}, p = {r['top_prob']:.2f} ({run.calibration})"
           + (f"  [{'; '.join(flags)}]" if flags else ""))
   if args.explain_split:
-    split_rows, _, _ = splits.read(run["dir"])
+    split_rows, _, _ = splits.read(run.dir)
     picked = [x for x in split_rows if x.split == args.explain_split]
     if not picked:
-      raise ValueError(f"{run['dir']} has no {args.explain_split} split to explain")
+      raise ValueError(f"{run.dir} has no {args.explain_split} split to explain")
     landmarks = None  # The split's crops were aligned onto the template: its points are their landmarks.
-    if run["style"] in ("arcface112", "paper"):
-      c = run["crop_size"]
-      landmarks = _to_input_coords(explain.template_landmarks(c), c, c, run["pp"])
-    srows = [{"source": x.file, "input": os.path.join(run["data_dir"], x.file), "no_face": 0, "error": "",
+    if run.style in ("arcface112", "paper"):
+      c = run.crop_size
+      landmarks = _to_input_coords(explain.template_landmarks(c), c, c, run.pp)
+    srows = [{"source": x.file, "input": os.path.join(run.data_dir, x.file), "no_face": 0, "error": "",
               "landmarks": landmarks} for x in picked]
     split_dir = os.path.join(out_dir, f"split_{args.explain_split}")
     os.makedirs(split_dir, exist_ok=True)
@@ -424,8 +432,8 @@ def run_cli(args):
                           args.occlusion_stride)
     write(split_dir, run, srows, stable)
     if stable:
-      agg = write_by_class(split_dir, stable, f"{os.path.basename(run['dir'])}: {run['method']} on "
-                           f"{run['spec'].name}, {args.explain_split} split (predicted class's maps)")
+      agg = write_by_class(split_dir, stable, f"{os.path.basename(run.dir)}: {run.method} on "
+                           f"{run.spec.name}, {args.explain_split} split (predicted class's maps)")
       print(f"Regions on the {args.explain_split} split ({len(picked)} images), mean over each true class:")
       for a in agg:
         print(f"  {a['true_class']:12s} {a['region']:9s} Grad-CAM share {a['mean_cam_share']:.2f}, probability "
@@ -443,13 +451,7 @@ def run_cli(args):
 
 
 def main(argv=None):
-  args = parse(sys.argv[1:] if argv is None else argv)
-  try:
-    run_cli(args)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli_front.one_line_errors(run_cli, parse(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 and for a multi-method run WORKDIR/report.md + comparison.json (`write_comparison`)."""
 import argparse
 import csv
-import json
 import os
 import sys
 
@@ -13,7 +12,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as skm
 
-from jfacediag import cli_front, confounds, fileio, leakage, metrics as metrics_lib
+from jfacediag import cli_front, confounds, fileio, leakage, metrics as metrics_lib, rundir
 
 
 def _save(fig, path):
@@ -108,17 +107,17 @@ def write_scores(path, files, y, scores, probs, classes):
                  + [f"{p:.6g}" for p in probs[i]])
 
 
-def write(report_dir, metrics, files, y, scores, classes, history, skipped, summary, probs=None, leak=None):
-  """Writes every report file. `skipped` = [(file, class, reason)]; `summary` = run facts for report.md;
-  `probs` = calibrated probabilities (predictions.csv prob_* columns); `leak` = the leakage guard's result."""
-  fileio.makedirs(report_dir)
+def write(workdir, metrics, files, y, scores, classes, history, skipped, summary, probs=None, leak=None):
+  """Writes every report file into WORKDIR/report. `skipped` = [(file, class, reason)]; `summary` = run facts for
+  report.md; `probs` = calibrated probabilities (predictions.csv prob_* columns); `leak` = the leakage guard's
+  result."""
+  report_dir = rundir.path(workdir, rundir.REPORT)
   metrics = {**metrics, "skipped_files": [{"file": f, "class": c, "reason": r} for f, c, r in skipped],
              "run": summary}
-  with fileio.open(os.path.join(report_dir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2)
+  rundir.write_json(workdir, rundir.METRICS, metrics)
 
-  write_scores(os.path.join(report_dir, "predictions.csv"), files, y, scores,
-               scores if probs is None else probs, classes)
+  write_scores(rundir.path(workdir, rundir.PREDICTIONS), files, y, scores, scores if probs is None else probs,
+               classes)
 
   title = figure_title(summary)
   _confusion_png(os.path.join(report_dir, "confusion_matrix.png"), metrics["confusion_matrix"], classes, title)
@@ -170,7 +169,7 @@ def write(report_dir, metrics, files, y, scores, classes, history, skipped, summ
          f"- {n} test images: intervals are wide; compare runs by their intervals, not their point estimates.",
          "- A single split. Repeated cross-validation (`python -m jfacediag.cv`) gives a better estimate.",
          "- This is a research tool, not a medical device."]
-  with fileio.open(os.path.join(report_dir, "report.md"), "w") as f:
+  with fileio.open(rundir.path(workdir, rundir.REPORT_MD), "w") as f:
     f.write("\n".join(md) + "\n")
 
 
@@ -178,9 +177,8 @@ def write_comparison(workdir, results, config):
   """WORKDIR/report.md + comparison.json: the methods of one multi-method run (same data, same split) side by side."""
   rows = {m: {"accuracy": r["accuracy"], "roc_auc": r["roc_auc"], "macro_f1": r["macro"]["f1"],  # As metrics.json.
               "num_test": r["num_test"], "majority_rate": r["majority_rate"],
-              "report": os.path.join(m, "report", "report.md")} for m, r in results.items()}
-  with fileio.open(os.path.join(workdir, "comparison.json"), "w") as f:
-    json.dump(rows, f, indent=2)
+              "report": rundir.path(m, rundir.REPORT_MD)} for m, r in results.items()}
+  rundir.write_json(workdir, rundir.COMPARISON, rows)
   names = {"svm": "DTL2 (frozen features + linear SVM)", "finetune": "DTL1 (fine-tuning)",
            "dsift": "dense SIFT + bag of words + SVM"}
   md = [f"# jfacediag: {config.model.backbone}, {' vs '.join(results)}", "",
@@ -203,28 +201,11 @@ PAPER_KEYS = {"accuracy": "acc", "precision": "prec", "sensitivity": "sens", "sp
               "auc": "auc"}
 
 
-def _finished(path):
-  """[(kind, dir)] of the finished runs at `path`: a run, a CV directory, or a folder holding them (one level)."""
-  if fileio.exists(os.path.join(path, "cv.json")):
-    return [("cv", path)]
-  if fileio.exists(os.path.join(path, "report", "metrics.json")):
-    return [("run", path)]
-  out = []
-  if os.path.isdir(path):
-    for sub in sorted(os.listdir(path)):
-      d = os.path.join(path, sub)
-      if fileio.exists(os.path.join(d, "cv.json")):
-        out.append(("cv", d))
-      elif fileio.exists(os.path.join(d, "report", "metrics.json")):
-        out.append(("run", d))
-  return out
-
-
 def table_row(kind, path):
   """One results-table row: {metric: (value, low, high)} plus the facts of the run."""
   from jfacediag import flops, paper  # pylint: disable=g-import-not-at-top
   if kind == "cv":
-    res = json.loads(fileio.read_text(os.path.join(path, "cv.json")))
+    res = rundir.read_cv(path)
     config = res["config"]
     if "summary" not in res:
       return None
@@ -234,13 +215,13 @@ def table_row(kind, path):
     n_test = res["per_fold"][0]["test"] if res["per_fold"] else 0
     classes = res["classes"]
     size = None
-    first = os.path.join(path, "folds", res["per_fold"][0]["fold"], "report", "metrics.json")
-    if fileio.exists(first):
-      pp = json.loads(fileio.read_text(first))["run"].get("preprocessing")
+    first = rundir.fold_dir(path, res["per_fold"][0]["fold"])
+    if rundir.is_run(first):
+      pp = rundir.read_facts(first).get("preprocessing")
       size = pp["input_size"] if pp else None
   else:
-    m = json.loads(fileio.read_text(os.path.join(path, "report", "metrics.json")))
-    config = json.loads(fileio.read_text(os.path.join(path, "config.json")))
+    m = rundir.read_metrics(path)
+    config = rundir.read_config(path)
     vals = {k: (v, *(ci or (None, None))) for k, (v, ci) in metrics_lib.headline(m).items() if k in TABLE_METRICS}
     evaluation = f"one split, {m['num_test']} test images, value [95% bootstrap]"
     n_test, classes = m["num_test"], m["classes"]
@@ -313,16 +294,19 @@ def parse(argv=None):
 
 
 def main(argv=None):
-  args = parse(argv)
+  return cli_front.one_line_errors(run, parse(argv))
+
+
+def run(args):
+  """The results table of args.runs into args.out.md and .csv; returns its rows."""
   found, missing = [], []
   for p in args.runs:
-    hits = _finished(p)
+    hits = rundir.finished(p)
     (found.extend(hits) if hits else missing.append(p))
   for p in missing:
     print(f"skipped {p}: no finished run (report/metrics.json) or CV (cv.json) in it", file=sys.stderr)
   if not found:
-    print("error: no finished run among the arguments", file=sys.stderr)
-    return 2
+    raise ValueError("no finished run among the arguments")
   rows = [r for r in (table_row(k, p) for k, p in found) if r is not None]
   md, flat = results_table(rows)
   text = "\n".join(["# Results", "", *md, "",
@@ -341,7 +325,7 @@ def main(argv=None):
     w.writerows(flat)
   print(text)
   print(f"Wrote {args.out}.md and {args.out}.csv ({len(rows)} rows).")
-  return 0
+  return rows
 
 
 if __name__ == "__main__":

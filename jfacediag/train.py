@@ -6,7 +6,8 @@ r"""Trains and evaluates one run: fine-tuning (DTL1) or frozen features + linear
 
 WORKDIR receives: config.json, manifest.csv + split.json (the split, reused on resume), checkpoints/ (orbax),
 history.jsonl, tensorboard/, and report/ (metrics.json, predictions.csv, confusion_matrix.png, curves.png,
-roc.png for two classes, report.md). Rerunning the same command on a workdir that holds a checkpoint resumes it.
+roc.png for two classes, report.md); jfacediag/rundir.py names and reads them. Rerunning the same command on a
+workdir that holds a checkpoint resumes it.
 With config.method="svm,finetune" each method gets WORKDIR/<method>/ and WORKDIR/report.md compares them.
 """
 import sys
@@ -31,12 +32,12 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from jfacediag import calibration, checkpointing, config_check, confounds, dsift, fileio, leakage, metric_writer
-from jfacediag import metrics as metrics_lib, models, optim, progress, report, sharding, steps, svm
-from jfacediag import workdir_lock
-from jfacediag.align import folder as align_folder
-from jfacediag.data import images, lfw_subset, pipeline, splits, toy
-from jfacediag.models import builtin, classifier, ensemble, weights
+from jfacediag import builtin, calibration, checkpointing, cli_front, config_check, confounds, dsift, fileio, leakage
+from jfacediag import metric_writer, metrics as metrics_lib, models, optim, progress, report, rundir, sharding, steps
+from jfacediag import svm, workdir_lock
+from jfacediag.align import folder as aligner
+from jfacediag.data import aligned_folder, images, lfw_subset, pipeline, splits, toy
+from jfacediag.models import classifier, ensemble, weights
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the split, checkpoints, logs and report "
@@ -65,8 +66,12 @@ def data_dir_for(cfg, workdir):
     root = os.path.join(workdir, "data")
     toy.make_folder(root, num_classes=3, per_class=cfg.train_per_class + cfg.test_per_class)
     return root
-  if cfg.generate == "lfw_subset":
-    return lfw_subset.make_folder(os.path.join(workdir, "data"))
+  if cfg.generate == "lfw_subset":  # The photos in data/photos, aligned (resumable) into data/aligned.
+    photos, aligned = os.path.join(workdir, "data", "photos"), os.path.join(workdir, "data", "aligned")
+    lfw_subset.write_photos(photos)
+    if not aligned_folder.settings(aligned):
+      aligner.align(photos, aligned, aligner.Options(style="arcface112", fallback="center"))
+    return aligned
   raise ValueError("config.data.dir is empty: pass --config.data.dir=/path/to/class/folders "
                    "(or data.generate='toy' / 'lfw_subset' for a generated folder)")
 
@@ -131,18 +136,18 @@ def check_classes(rows, classes, root, config):
 def alignment_drops(root, classes):
   """Photos that jfacediag.align left out of `root` (no face, unreadable), as skipped manifest rows, so that the
   run's manifest and report count them; rows for a class not among `classes` are listed under their folder."""
-  if not align_folder.settings(root):
+  if not aligned_folder.settings(root):
     return []
   # --fallback center wrote a crop for a faceless photo: it is in the data (and the leakage guard skips it).
-  fallback = {r["source"] for r in align_folder.read_rows(root, align_folder.MANIFEST) if r.get("fallback")}
+  fallback = {r["source"] for r in aligned_folder.read_rows(root, aligned_folder.MANIFEST) if r.get("fallback")}
   out = []
-  for name in (align_folder.NO_FACE, align_folder.ERRORS):
-    for r in align_folder.read_rows(root, name):
+  for name in (aligned_folder.NO_FACE, aligned_folder.ERRORS):
+    for r in aligned_folder.read_rows(root, name):
       if r["source"] in fallback:
         continue
       parts = r["source"].split("/")
       cls = next((p for p in parts[:-1] if p in classes), parts[0] if len(parts) > 1 else "")
-      reason = (f"alignment: unreadable ({r.get('reason', '')})" if name == align_folder.ERRORS else
+      reason = (f"alignment: unreadable ({r.get('reason', '')})" if name == aligned_folder.ERRORS else
                 "alignment: no face found (no_face.csv)")
       out.append(splits.Row(f"[not aligned] {r['source']}", cls, "skipped", reason))
   return out
@@ -150,7 +155,7 @@ def alignment_drops(root, classes):
 
 def warn_alignment(root, spec):
   """Warns when the data were aligned (jfacediag.align) in another style than the backbone was trained on."""
-  aligned = align_folder.settings(root)
+  aligned = aligned_folder.settings(root)
   if not aligned or not spec.align_style:
     return
   style = aligned["style"]
@@ -316,20 +321,17 @@ def fit_svm(config, workdir, model, variables, data, pp, mesh):
   return {"params": state.params, "batch_stats": state.batch_stats}, 0, "svm", heldout
 
 
-HELDOUT_FILE = "heldout_scores.npz"
-
-
 def _save_heldout(workdir, scores, labels):
   """Cross-validated train-split scores (for calibration), kept so that a re-evaluation finds them."""
   if scores is None:
     return None
   if jax.process_index() == 0:
-    fileio.savez(os.path.join(workdir, HELDOUT_FILE), scores=scores, labels=labels)
+    fileio.savez(rundir.path(workdir, rundir.HELDOUT_SCORES), scores=scores, labels=labels)
   return scores, labels
 
 
 def _load_heldout(workdir):
-  path = os.path.join(workdir, HELDOUT_FILE)
+  path = rundir.path(workdir, rundir.HELDOUT_SCORES)
   if not fileio.exists(path):
     return None
   with fileio.open(path, "rb") as f:
@@ -416,7 +418,7 @@ def _run(config, workdir):
     if changed:
       log("Resuming with changed settings (config.resume_allow): "
           + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-    with fileio.open(os.path.join(workdir, "config.json"), "w") as f:
+    with fileio.open(rundir.path(workdir, rundir.CONFIG), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
   # == Data: folder, split (manifest), per-split file lists ==========================================================
@@ -490,20 +492,18 @@ def _run(config, workdir):
                "input_size": pp.input_size if pp else None}
     if spec and spec.members:
       summary["ensemble"] = ensemble.facts(spec, [c.strip() for c in config.init.checkpoint.split(",") if c.strip()])
-    report_dir = os.path.join(workdir, "report")
-    report.write(report_dir, results, te_files, te_labels, scores, classes, metric_writer.read_history(workdir),
+    report.write(workdir, results, te_files, te_labels, scores, classes, metric_writer.read_history(workdir),
                  skipped, summary, probs=after, leak=leak)
-    with fileio.open(os.path.join(report_dir, calibration.CALIBRATION_FILE), "w") as f:
-      json.dump(cal.to_dict(), f, indent=2)
-    calibration.reliability_png(os.path.join(report_dir, "reliability.png"), before, after, te_labels,
+    rundir.write_json(workdir, rundir.CALIBRATION, cal.to_dict())
+    calibration.reliability_png(rundir.path(workdir, rundir.RELIABILITY), before, after, te_labels,
                                 f"{report.figure_title(summary)}\n{cal.describe()}")
     if "holdout" in by_split:
-      report.write_scores(os.path.join(report_dir, "holdout_predictions.csv"), data["holdout"][0],
+      report.write_scores(rundir.path(workdir, rundir.HOLDOUT_PREDICTIONS), data["holdout"][0],
                           data["holdout"][1], by_split["holdout"], cal(by_split["holdout"]), classes)
   acc = results["accuracy"]
   log(f"Test accuracy {100 * acc['value']:.1f}% "
       + (f"(95% CI {100 * acc['ci95'][0]:.1f}-{100 * acc['ci95'][1]:.1f}) " if acc["ci95"] else "")
-      + f"on {len(te_files)} images; calibration: {cal.describe()}; report in {os.path.join(workdir, 'report')}")
+      + f"on {len(te_files)} images; calibration: {cal.describe()}; report in {rundir.path(workdir, rundir.REPORT)}")
   return results
 
 
@@ -524,7 +524,7 @@ def build_model(config, classes, root):
     if loaded and loaded[0][2]["arch"] != spec.name:
       raise ValueError(f"init.checkpoint holds {loaded[0][2]['arch']!r} weights but model.backbone={spec.name!r}")
   pp = pp.at_size(config.model.input_size)
-  aligned = align_folder.settings(root)
+  aligned = aligned_folder.settings(root)
   if aligned:  # jfacediag.align wrote the network's crop: feed it whole, never crop it a second time.
     pp = pp.for_crops()
   model = classifier.Classifier(spec.make(), len(classes), config.model.head_dropout)
@@ -559,11 +559,9 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir()
   if not _WORKDIR.value:
     log(f"--workdir not given: using {workdir}")
-  try:
-    run(_CONFIG.value, workdir)
-  except (ValueError, FileNotFoundError, KeyError, ImportError, workdir_lock.Locked) as e:  # The message, no stack.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  status = cli_front.one_line_errors(run, _CONFIG.value, workdir)
+  if status:
+    sys.exit(status)
 
 
 if __name__ == "__main__":

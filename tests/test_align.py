@@ -11,6 +11,7 @@ import pytest
 from skimage import data
 
 from jfacediag.align import cli, detectors, styles
+from jfacediag.data import aligned_folder
 
 
 @pytest.fixture(scope="module")
@@ -113,16 +114,16 @@ def test_cli_aligns_lists_and_resumes(photo_folder, tmp_path):
   dst = tmp_path / "aligned"
   argv = ["--src", str(photo_folder), "--dst", str(dst), "--style", "arcface112"]
   assert cli.main(argv) == 0
-  manifest = {r["source"]: r for r in _rows(dst / cli.MANIFEST)}
+  manifest = {r["source"]: r for r in _rows(dst / aligned_folder.MANIFEST)}
   assert set(manifest) == {"patients/astronaut.jpg", "patients/grey.png", "controls/alpha.png", "controls/exif.jpg"}
   for r in manifest.values():
     assert Image.open(dst / r["output"]).size == (112, 112) and r["style"] == "arcface112" and not r["fallback"]
-  assert [r["source"] for r in _rows(dst / cli.NO_FACE)] == ["controls/coffee.jpg"]
-  assert [r["source"] for r in _rows(dst / cli.ERRORS)] == ["controls/broken.jpg"]
-  assert json.loads((dst / cli.INFO).read_text())["settings"]["style"] == "arcface112"
+  assert [r["source"] for r in _rows(dst / aligned_folder.NO_FACE)] == ["controls/coffee.jpg"]
+  assert [r["source"] for r in _rows(dst / aligned_folder.ERRORS)] == ["controls/broken.jpg"]
+  assert json.loads((dst / aligned_folder.INFO).read_text())["settings"]["style"] == "arcface112"
   before = {p: os.path.getmtime(p) for p in dst.rglob("*.png")}
   assert cli.main(argv) == 0  # Rerun: nothing left to do, nothing rewritten.
-  last = json.loads((dst / cli.INFO).read_text())["last_run"]
+  last = json.loads((dst / aligned_folder.INFO).read_text())["last_run"]
   assert (last["aligned"], last["no_face"], last["errors"]) == (0, 0, 0)
   assert {p: os.path.getmtime(p) for p in dst.rglob("*.png")} == before
   assert cli.main(argv[:-1] + ["paper"]) == 2  # Other settings into the same folder: refused.
@@ -132,10 +133,10 @@ def test_fallback_centre_crop_is_marked(photo_folder, tmp_path):
   dst = tmp_path / "aligned"
   assert cli.main(["--src", str(photo_folder), "--dst", str(dst), "--fallback", "center", "--style", "facenet160",
                    "--jobs", "2"]) == 0
-  coffee = [r for r in _rows(dst / cli.MANIFEST) if r["source"] == "controls/coffee.jpg"]
+  coffee = [r for r in _rows(dst / aligned_folder.MANIFEST) if r["source"] == "controls/coffee.jpg"]
   assert len(coffee) == 1 and coffee[0]["fallback"] == "center"
   assert Image.open(dst / coffee[0]["output"]).size == (160, 160)
-  assert [r["source"] for r in _rows(dst / cli.NO_FACE)] == ["controls/coffee.jpg"]
+  assert [r["source"] for r in _rows(dst / aligned_folder.NO_FACE)] == ["controls/coffee.jpg"]
 
 
 def test_huge_photo_is_downscaled_for_detection_and_cropped_from_the_original(tmp_path):

@@ -10,15 +10,17 @@ import torch
 
 from conftest import REPO, small_config, subprocess_env
 from jfacediag import train
-from jfacediag.convert import archs, cli, mapping, sources, verify
-from jfacediag.models import builtin, weights
+from jfacediag import fileio, models
+from jfacediag.convert import cli, mapping, sources, verify
+from jfacediag import builtin
+from jfacediag.models import weights
 from jfacediag.reference.randomize import randomize_
 
 TOL = 1e-4  # max |flax - torch| relative to max |torch output|
 
 
 def _save_random(arch_name, path, seed=0, num_classes=None):
-  arch = archs.get(arch_name)
+  arch = models.get(arch_name)
   torch.manual_seed(seed)
   model = randomize_(arch.torch_ref(num_classes), seed)
   torch.save(model.state_dict(), path)
@@ -28,7 +30,7 @@ def _save_random(arch_name, path, seed=0, num_classes=None):
 def _check_parity(arch, src, out, x):
   """Compares the weights written to `out` (through orbax and back) with the reference run on the same file."""
   variables, meta, pp = weights.load(str(out))
-  assert meta["arch"] == arch.name and meta["sha256"] == sources.sha256(str(src)) and pp == arch.preprocessing
+  assert meta["arch"] == arch.name and meta["sha256"] == fileio.sha256(str(src)) and pp == arch.preprocessing
   ref = verify.torch_outputs(arch, sources.read(str(src)), x, meta["upstream_classes"] or None)
   got = verify.flax_outputs(arch, variables, x)
   diffs = verify.compare(ref, got)
@@ -43,7 +45,7 @@ _FAST_PARITY = ("resnet18", "iresnet18", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet
 
 
 @pytest.mark.parametrize("name", [n if n in _FAST_PARITY else pytest.param(n, marks=pytest.mark.slow)  # sface: onnx
-                                  for n in sorted(n for n, a in archs.ARCHS.items() if a.kind != "onnx")])
+                                  for n in sorted(n for n, a in models.convertible().items() if a.kind != "onnx")])
 def test_parity_against_pytorch_reference(name, tmp_path):
   arch, model = _save_random(name, tmp_path / "w.pth")
   assert cli.main(["--arch", name, "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "out"),
@@ -57,7 +59,7 @@ def test_every_architecture_in_help():
   r = subprocess.run([sys.executable, f"{REPO}/tools/convert_weights.py", "--help"], capture_output=True, text=True,
                      env=subprocess_env(), timeout=120)
   assert r.returncode == 0
-  for name in archs.ARCHS:
+  for name in models.convertible():
     assert f"  {name} " in r.stdout, name
   assert "mean [91.4953, 103.8827, 131.0912]" in r.stdout and "BGR" in r.stdout
 
@@ -77,7 +79,7 @@ def astronaut(tmp_path_factory):
 
 @pytest.mark.parametrize("net,size", [("pnet", 96), ("rnet", 24), ("onet", 48)])
 def test_real_mtcnn_weights_match_pytorch_on_real_images(net, size, mtcnn_files, astronaut, tmp_path):
-  arch = archs.get(f"mtcnn_{net}")
+  arch = models.get(f"mtcnn_{net}")
   src = mtcnn_files / f"{net}.pt"
   assert cli.main(["--arch", arch.name, "--src", str(src), "--out", str(tmp_path / "out"), "--verify",
                    "--verify-images", *astronaut, "--verify-size", str(size)]) == 0
@@ -144,7 +146,7 @@ def test_missing_extra_and_misshaped_keys_in_one_error(tmp_path):
   sd["layer1.1.conv2.weight"] = torch.zeros(64, 64, 5, 5)
   torch.save(sd, tmp_path / "bad.pth")
   with pytest.raises(mapping.ConversionError) as e:
-    mapping.convert(archs.get("resnet18"), sources.read(str(tmp_path / "bad.pth")))
+    mapping.convert(models.get("resnet18"), sources.read(str(tmp_path / "bad.pth")))
   msg = str(e.value)
   assert "1 missing, 1 unused, 1 mis-shaped" in msg
   assert "- layer2.0.bn1.running_var" in msg and "+ layer9.0.conv1.weight (3, 3)" in msg

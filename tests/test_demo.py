@@ -11,13 +11,14 @@ from conftest import REPO, subprocess_env
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_dtl2_beats_the_majority_rate(tmp_path):
-  # Quick mode: 2 fine-tuning epochs and 200 bootstrap resamples; the same code path. No --workdir: runs/demo.
-  env = subprocess_env(JFACEDIAG_DEMO_QUICK="1", JFACEDIAG_CACHE=str(tmp_path / "cache"))
-  proc = subprocess.run([sys.executable, "-m", "jfacediag.train", "--config", os.path.join(REPO, "configs/demo.py")],
+  # Quick mode: 1 fine-tuning epoch and 200 bootstrap resamples; the same code path. No --workdir: runs/demo-quick.
+  env = subprocess_env(JFACEDIAG_CACHE=str(tmp_path / "cache"))
+  proc = subprocess.run([sys.executable, "-m", "jfacediag.train", "--config",
+                         os.path.join(REPO, "configs/demo.py") + ":quick"],
                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  workdir = tmp_path / "runs" / "demo"
-  assert "--workdir not given: using runs/demo" in proc.stdout
+  workdir = tmp_path / "runs" / "demo-quick"
+  assert "--workdir not given: using runs/demo-quick" in proc.stdout
   with open(workdir / "data" / "aligned" / "align.json", encoding="utf-8") as f:
     align = json.load(f)
   counts = align["last_run"]

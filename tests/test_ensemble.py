@@ -16,7 +16,8 @@ from skimage import data
 
 from conftest import small_config
 from jfacediag import config_check, embed, predict, steps, train
-from jfacediag.models import builtin, classifier, ensemble, weights
+from jfacediag import builtin
+from jfacediag.models import classifier, ensemble, weights
 from jfacediag.models import get as get_backbone
 from jfacediag.models.preprocessing import Preprocessing
 

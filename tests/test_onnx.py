@@ -13,8 +13,10 @@ from skimage import data
 
 from jfacediag import embed
 from jfacediag.align import detectors, styles
-from jfacediag.convert import archs, cli, mapping, onnx_import, verify
-from jfacediag.models import builtin, layers, weights
+from jfacediag import models
+from jfacediag.convert import cli, mapping, onnx_import, verify
+from jfacediag import builtin
+from jfacediag.models import layers, weights
 from jfacediag.models.preprocessing import Preprocessing
 
 
@@ -101,7 +103,7 @@ def test_quantised_toy_graph_converts_and_matches_onnxruntime(tmp_path):
   rng = np.random.default_rng(0)
   _tiny_quantised_onnx(path, rng)
   pp = Preprocessing(8, 8, "RGB", (127.5,) * 3, (128.0,) * 3)
-  arch = archs.Arch("tiny", _TinyNet, None, pp, 5, "fc", nchw={"fc": (4, 4, 4)}, kind="onnx")
+  arch = models.Backbone("tiny", _TinyNet, pp, 5, "fc", nchw={"fc": (4, 4, 4)}, kind="onnx")
   variables, info = onnx_import.convert(arch, path)
   assert info["input_normalisation"] == "in graph" and info["folded_bn"] == 0
   raw = rng.uniform(0, 255, (3, 3, 8, 8)).astype(np.float32)
@@ -121,7 +123,7 @@ def test_iresnet_exported_by_torch_matches_onnxruntime_and_torch(tmp_path):
   """torch.onnx.export folds each conv+BN (the insightface layout); the converter restores the BNs exactly."""
   import torch  # pylint: disable=g-import-not-at-top
   from jfacediag.reference import randomize  # pylint: disable=g-import-not-at-top
-  arch = archs.get("iresnet18")
+  arch = models.get("iresnet18")
   ref = arch.torch_ref().eval()
   randomize.randomize_(ref, 0)
 
@@ -154,7 +156,7 @@ def test_iresnet_exported_by_torch_matches_onnxruntime_and_torch(tmp_path):
   assert _cos(got, want_torch).min() >= 0.99999
   # The same file for a deeper variant: one error that lists what does not fit.
   with pytest.raises(mapping.ConversionError, match="does not fit --arch iresnet34"):
-    onnx_import.convert(archs.get("iresnet34"), path)
+    onnx_import.convert(models.get("iresnet34"), path)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +182,7 @@ def aligned_faces(tmp_path_factory):
 
 
 def test_sface_matches_onnxruntime_on_aligned_faces(sface_onnx, aligned_faces, tmp_path):
-  arch = archs.get("sface")
+  arch = models.get("sface")
   assert cli.main(["--arch", "sface", "--src", sface_onnx, "--out", str(tmp_path / "w"), "--verify"]) == 0
   variables = weights.load(str(tmp_path / "w"))[0]
   x = verify.image_input(arch, aligned_faces)  # Normalised BGR, NCHW.
@@ -224,7 +226,7 @@ def test_embed_equals_onnxruntime(sface_onnx, aligned_faces, tmp_path, monkeypat
                      "--out", str(out)]) == 0
   z = np.load(out)
   assert list(z["files"]) == aligned_faces and list(z["errors"]) == [str(tmp_path / "junk.jpg")]
-  arch = archs.get("sface")
+  arch = models.get("sface")
   x = verify.image_input(arch, aligned_faces)
   pp = arch.preprocessing
   raw = x * np.array(pp.std, np.float32)[None, :, None, None] + np.array(pp.mean, np.float32)[None, :, None, None]

@@ -105,8 +105,8 @@ def test_regions_partition_a_template_face_and_svm_runs_explain_through_the_svm(
   run = predict.load_run(str(tmp_path / "svm"))
   want = _report_scores(str(tmp_path / "svm"))
   files = sorted(want)[:3]
-  gradcam = explain.make_gradcam(run["model"], run["variables"], run["spec"].cam_layer, (1, 64, 64, 3))
-  x = np.stack([next(predict._batches([os.path.join(str(toy_dir), f)], run["pp"], 1))[0][0] for f in files])
+  gradcam = explain.make_gradcam(run.model, run.variables, run.spec.cam_layer, (1, 64, 64, 3))
+  x = np.stack([next(predict._batches([os.path.join(str(toy_dir), f)], run.pp, 1))[0][0] for f in files])
   cams, margins = gradcam(x, np.asarray([np.argmax(want[f]) for f in files], np.int32))
   np.testing.assert_allclose(np.asarray(margins), [want[f] for f in files], atol=1e-4)
   cams = np.asarray(cams)

@@ -245,7 +245,7 @@ def test_mfu_peaks_match_the_right_device():
 
 def test_workdir_files_go_through_tf_gfile_for_remote_paths():
   """gs:// workdirs use the same tf.io.gfile path as TF's in-memory ram:// filesystem exercised here."""
-  from jfacediag import fileio, metric_writer, metrics, report  # pylint: disable=g-import-not-at-top
+  from jfacediag import fileio, metric_writer, metrics, report, rundir  # pylint: disable=g-import-not-at-top
   from jfacediag.data import splits  # pylint: disable=g-import-not-at-top
   from jfacediag.tf_import import tf  # pylint: disable=g-import-not-at-top
   workdir = f"ram://jfacediag-test-{os.getpid()}/run"
@@ -260,11 +260,16 @@ def test_workdir_files_go_through_tf_gfile_for_remote_paths():
   assert [h["train_loss"] for h in metric_writer.read_history(workdir)] == [0.5, 0.25]
   y, scores = np.array([0, 1, 1, 0]), np.array([[2.0, 1.0], [0.0, 1.0], [1.0, 3.0], [1.0, 0.0]])
   m = metrics.compute(y, scores, ["a", "b"], "softmax", bootstrap=20)
-  report.write(workdir + "/report", m, [f"{i}.png" for i in range(4)], y, scores, ["a", "b"],
+  report.write(workdir, m, [f"{i}.png" for i in range(4)], y, scores, ["a", "b"],
                metric_writer.read_history(workdir), [], {"method": "finetune", "backbone": "x", "workdir": workdir,
                                                          "checkpoint_step": 2, "checkpoint": "last",
                                                          "init_checkpoint": "", "split_counts": {}})
   names = set(tf().io.gfile.listdir(workdir + "/report"))
   assert {"metrics.json", "predictions.csv", "confusion_matrix.png", "roc.png", "report.md"} <= names
   assert json.loads(fileio.read_text(workdir + "/report/metrics.json"))["accuracy"]["value"] == 1.0
+  # The typed readers predict, cv and report use work on the same remote run.
+  assert rundir.is_run(workdir) and rundir.read_facts(workdir)["checkpoint_step"] == 2
+  assert [r["correct"] for r in rundir.read_predictions(workdir)] == ["1"] * 4
+  assert rundir.read_predictions(workdir, holdout=True) is None and rundir.finished(workdir) == [("run", workdir)]
+  assert isinstance(rundir.report_time(workdir), float)  # ram:// keeps no times (0.0); gs:// and disks do.
   assert not os.path.exists("ram:") and fileio.absolute(workdir) == workdir

@@ -16,11 +16,10 @@ from skimage import data
 import torch
 
 from conftest import pypi_file
-from jfacediag import models
+from jfacediag import builtin, models
 from jfacediag.align import detectors, mtcnn, styles
-from jfacediag.convert import archs
 from jfacediag.data import pipeline
-from jfacediag.models import builtin, sface, weights
+from jfacediag.models import sface, weights
 from jfacediag.reference import upstream
 
 TOL_PX = 1e-3
@@ -271,9 +270,9 @@ def test_sface_equals_opencv_facerecognizersf(tmp_path, monkeypatch, group_photo
 
 
 def test_each_vgg_face_naming_gets_its_upstreams_pixels():
-  arch = archs.get("vgg_face")
+  arch = models.get("vgg_face")
   pp, label = arch.source_preprocessing(["conv_1_1.weight", "fc8.weight"])
   assert "prlz77" in label and pp.channel_order == "BGR" and pp.mean == (129.1863, 104.7624, 93.5940)
   pp, label = arch.source_preprocessing(["conv1_1.weight", "fc8.weight"])
   assert "albanie" in label and pp.channel_order == "RGB"
-  assert archs.get("resnet50").source_preprocessing(["conv1.weight"]) == (archs.get("resnet50").preprocessing, "")
+  assert models.get("resnet50").source_preprocessing(["conv1.weight"]) == (models.get("resnet50").preprocessing, "")

@@ -16,15 +16,16 @@ import time
 
 import torch
 
-from jfacediag.convert import archs, cli, sources, verify
+from jfacediag import models
+from jfacediag.convert import cli, sources, verify
 from jfacediag.models import weights
 from jfacediag.reference.randomize import randomize_
 
 
 def main(names):
   rows = []
-  for name in names or [n for n, a in archs.ARCHS.items() if a.kind != "onnx"]:
-    arch = archs.get(name)
+  for name in names or [n for n, a in models.convertible().items() if a.kind != "onnx"]:
+    arch = models.get(name)
     if arch.kind == "onnx":
       raise SystemExit(f"{name} converts from ONNX: check it with tools/convert_weights.py --verify (onnxruntime)")
     torch.manual_seed(0)

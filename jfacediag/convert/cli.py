@@ -11,14 +11,14 @@ import os
 import sys
 import time
 
-from jfacediag import cli_front
-from jfacediag.convert import archs, mapping, onnx_import, sources, verify
+from jfacediag import cli_front, fileio, models
+from jfacediag.convert import mapping, onnx_import, sources, verify
 from jfacediag.models import weights
 
 
 def _epilog():
   lines = ["architectures (input, colour, mean / std in 0-255 units, feature layer; what to convert):"]
-  for a in archs.ARCHS.values():
+  for a in models.convertible().values():
     pp = a.preprocessing
     feat = a.feature_layer or "box / landmark / face-probability heads"
     lines.append(f"  {a.name:20s} {pp.input_size}px {pp.channel_order} mean {list(pp.mean)} std {list(pp.std)}; "
@@ -39,10 +39,16 @@ def _fits(arch, state_dict):
   return True
 
 
+def _fitting(state_dict, exclude):
+  """The other convertible architectures this state_dict converts into exactly (a second variant of a net)."""
+  return [a.name for a in models.convertible().values()
+          if a.name != exclude and a.kind != "onnx" and _fits(a, state_dict)]
+
+
 def parse(argv):
   ap = argparse.ArgumentParser(prog="convert_weights.py", description=__doc__, epilog=_epilog(),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--arch", required=True, choices=sorted(archs.ARCHS), metavar="ARCH", help="see the list below")
+  ap.add_argument("--arch", required=True, choices=sorted(models.convertible()), metavar="ARCH", help="see the list below")
   ap.add_argument("--src", required=True,
                   help=".pth/.pt/.ckpt (zip or legacy), .safetensors, a numpy .pkl/.npy, or .onnx (sface, iresnet*)")
   ap.add_argument("--out", required=True, help="output weights directory")
@@ -55,23 +61,29 @@ def parse(argv):
 
 def run(args):
   """Converts (and verifies); returns the summary dict. Raises on any failure."""
-  arch = archs.get(args.arch)
+  arch = models.get(args.arch)
   t0 = time.perf_counter()
   print(f"Reading {args.src} ...", flush=True)
   is_onnx = args.src.endswith(".onnx")
   if arch.kind == "onnx" and not is_onnx:
     raise ValueError(f"--arch {arch.name} converts from an .onnx file; got {args.src}")
-  digest = sources.sha256(args.src)
+  digest = fileio.sha256(args.src)
   if is_onnx:
     state_dict = None
     variables, info = onnx_import.convert(arch, args.src)
   else:
     state_dict = sources.read(args.src)
-    variables, info = mapping.convert(arch, state_dict)
+    try:
+      variables, info = mapping.convert(arch, state_dict)
+    except mapping.ConversionError as e:
+      print(f"The file does not fit --arch {arch.name}; trying the other architectures ...", flush=True)
+      others = _fitting(state_dict, arch.name)
+      raise mapping.ConversionError(f"{e}" + (f"The file fits --arch {' and '.join(others)}." if others else
+                                              "No other --arch fits it either.")) from None
   t_convert = time.perf_counter() - t0
   hint = ""
   if arch.classes and info["upstream_classes"] and info["upstream_classes"] not in arch.classes:
-    others = [a.name for a in archs.ARCHS.values() if info["upstream_classes"] in a.classes and _fits(a, state_dict)]
+    others = [a.name for a in models.convertible().values() if info["upstream_classes"] in a.classes and _fits(a, state_dict)]
     hint = (f"The checkpoint's classifier has {info['upstream_classes']} outputs; published {arch.name} weights have "
             f"{list(arch.classes)}. Same key names do not mean the same network"
             + (f": this looks like {' or '.join(others)} (--arch {others[0]})." if others else "."))
@@ -116,10 +128,4 @@ def run(args):
 
 
 def main(argv=None):
-  args = parse(sys.argv[1:] if argv is None else argv)
-  try:
-    run(args)
-  except (sources.UnsafeCheckpoint, mapping.ConversionError, ValueError, FileNotFoundError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli_front.one_line_errors(run, parse(sys.argv[1:] if argv is None else argv))

@@ -37,7 +37,7 @@ def _tensor(arch, flax_path, leaf, t):
 
 def abstract_variables(arch):
   s = arch.preprocessing.input_size
-  return jax.eval_shape(arch.module().init, jax.random.key(0, impl="rbg"), jnp.zeros((1, s, s, 3)))
+  return jax.eval_shape(arch.make().init, jax.random.key(0, impl="rbg"), jnp.zeros((1, s, s, 3)))
 
 
 def convert(arch, state_dict):

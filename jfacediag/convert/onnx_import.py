@@ -213,7 +213,7 @@ def convert(arch, path):
     return fn(*args, **kwargs)
 
   with nn.intercept_methods(record):
-    shapes = jax.eval_shape(arch.module().init, jax.random.key(0, impl="rbg"), jnp.zeros((1, s, s, 3)))
+    shapes = jax.eval_shape(arch.make().init, jax.random.key(0, impl="rbg"), jnp.zeros((1, s, s, 3)))
   modules = {}  # Flax module path -> {leaf: (collection, shape)}, in creation order.
   for collection in ("params", "batch_stats"):
     for path_, sds in flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes.get(collection, {}))).items():

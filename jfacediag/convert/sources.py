@@ -6,7 +6,6 @@ Formats: PyTorch zip and legacy pickles (`torch.load(weights_only=True)`), safet
 MalformedCheckpoint with one sentence naming it; one that would run code raises UnsafeCheckpoint. A state_dict
 nested under `state_dict` / `model` / `net_state_dict` and `module.` prefixes are unwrapped.
 """
-import hashlib
 import io
 import json
 import os
@@ -160,14 +159,6 @@ def _is_torch_legacy(path):
 def _first_line(e):
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0][:160].rstrip('.')}" if text else type(e).__name__
-
-
-def sha256(path):
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def _unwrap(obj, path):

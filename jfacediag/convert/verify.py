@@ -2,6 +2,8 @@
 import jax
 import numpy as np
 
+from jfacediag.data import images
+
 
 def _torch_state(arch, state_dict):
   import re  # pylint: disable=g-import-not-at-top
@@ -43,7 +45,7 @@ def torch_outputs(arch, state_dict, x_nchw, num_classes=None):
 def flax_outputs(arch, variables, x_nchw):
   x = np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
   model_vars = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
-  out = jax.jit(lambda v, x: arch.module().apply(v, x))(model_vars, x)
+  out = jax.jit(lambda v, x: arch.make().apply(v, x))(model_vars, x)
   if arch.kind == "mtcnn":
     names = ("box", "landmarks", "prob") if arch.name == "mtcnn_onet" else ("box", "prob")
     return {n: np.asarray(o) for n, o in zip(names, out)}
@@ -74,7 +76,6 @@ def random_input(arch, size=0, batch=2, seed=0):
 def image_input(arch, paths, size=0):
   """Real images, resized to the input side and normalised with the arch's preprocessing, NCHW float32."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from jfacediag.data import images  # pylint: disable=g-import-not-at-top
   pp = arch.preprocessing
   s = size or pp.input_size
   batch = []

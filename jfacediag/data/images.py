@@ -8,7 +8,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-from jfacediag.align import folder
+from jfacediag.data import aligned_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -89,7 +89,7 @@ def expand(paths):
     if os.path.isdir(p):
       for dirpath, dirnames, filenames in os.walk(p):
         dirnames.sort()
-        skip = folder.BOOKKEEPING if folder.INFO in filenames else ()
+        skip = aligned_folder.BOOKKEEPING if aligned_folder.INFO in filenames else ()
         out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".") and f not in skip]
     else:
       out.append(p)

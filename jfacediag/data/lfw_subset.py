@@ -42,13 +42,3 @@ def write_photos(root):
         img = Image.fromarray(x[100 * c + i]).convert("RGB")
         img.resize((25 * UPSAMPLE, 25 * UPSAMPLE), Image.BICUBIC).save(path)
   return root
-
-
-def make_folder(root, style="arcface112"):
-  """Writes the photos into root/photos and aligns them into root/aligned (resumable); returns the aligned folder."""
-  from jfacediag.align import cli  # pylint: disable=g-import-not-at-top
-  photos, aligned = os.path.join(root, "photos"), os.path.join(root, "aligned")
-  write_photos(photos)
-  if not os.path.exists(os.path.join(aligned, cli.INFO)):
-    cli.run(cli.parse(["--src", photos, "--dst", aligned, "--style", style, "--fallback", "center"]))
-  return aligned

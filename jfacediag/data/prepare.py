@@ -24,8 +24,7 @@ import sys
 
 import numpy as np
 
-from jfacediag import cli_front
-from jfacediag.convert import sources
+from jfacediag import cli_front, fileio
 from jfacediag.data import images
 
 # DSF (IEEE Dataport, doi:10.21227/rk2v-ka85): the paper's codes and the folder names a download may use.
@@ -134,7 +133,7 @@ def write(src, dst, split, link):
             os.symlink(os.path.abspath(s), d)
           else:
             shutil.copy2(s, d)
-        digests[os.path.relpath(d, dst).replace(os.sep, "/")] = sources.sha256(d)
+        digests[os.path.relpath(d, dst).replace(os.sep, "/")] = fileio.sha256(d)
   return digests
 
 
@@ -153,39 +152,35 @@ def parse(argv=None):
   return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
 
 
-def main(argv=None):
-  args = parse(argv)
-  try:
-    found = find_sources(args.src, args.class_regex)
-    mapping = match_classes(found, args.task, args.classes)
-    split = plan(args.src, found, mapping, args.train, args.test, args.seed)
-    record_path = os.path.join(args.dst, RECORD)
-    settings = {"src": os.path.abspath(args.src), "task": args.task, "classes": list(mapping),
-                "source_folders": mapping, "train_per_class": args.train, "test_per_class": args.test,
-                "seed": args.seed, "split": {c: {k: v for k, v in p.items() if k != "unreadable"}
-                                             for c, p in split.items()}}
-    if os.path.exists(record_path):
-      with open(record_path, encoding="utf-8") as f:
-        old = json.load(f)
-      diff = [k for k in ("classes", "train_per_class", "test_per_class", "seed", "split") if old.get(k) != settings[k]]
-      if diff:
-        raise ValueError(f"{args.dst} was prepared with other settings or files (differs in: {', '.join(diff)}); "
-                         f"use another --dst or delete it")
-    extra = set()
-    for part in ("train", "test"):
-      for cls in (os.listdir(os.path.join(args.dst, part)) if os.path.isdir(os.path.join(args.dst, part)) else []):
-        if cls not in mapping:
-          extra.add(f"{part}/{cls}")
-    if extra:
-      raise ValueError(f"{args.dst} holds class folders this split does not make: {sorted(extra)}")
-    digests = write(args.src, args.dst, split, args.link)
-    with open(record_path + ".tmp", "w", encoding="utf-8") as f:
-      json.dump({**settings, "sha256": digests,
-                 "unreadable": {c: p["unreadable"] for c, p in split.items()}}, f, indent=1)
-    os.replace(record_path + ".tmp", record_path)
-  except (ValueError, FileNotFoundError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def run(args):
+  """Plans and writes the split into args.dst (resumable, refuses a different plan); prints the table."""
+  found = find_sources(args.src, args.class_regex)
+  mapping = match_classes(found, args.task, args.classes)
+  split = plan(args.src, found, mapping, args.train, args.test, args.seed)
+  record_path = os.path.join(args.dst, RECORD)
+  settings = {"src": os.path.abspath(args.src), "task": args.task, "classes": list(mapping),
+              "source_folders": mapping, "train_per_class": args.train, "test_per_class": args.test,
+              "seed": args.seed, "split": {c: {k: v for k, v in p.items() if k != "unreadable"}
+                                           for c, p in split.items()}}
+  if os.path.exists(record_path):
+    with open(record_path, encoding="utf-8") as f:
+      old = json.load(f)
+    diff = [k for k in ("classes", "train_per_class", "test_per_class", "seed", "split") if old.get(k) != settings[k]]
+    if diff:
+      raise ValueError(f"{args.dst} was prepared with other settings or files (differs in: {', '.join(diff)}); "
+                       f"use another --dst or delete it")
+  extra = set()
+  for part in ("train", "test"):
+    for cls in (os.listdir(os.path.join(args.dst, part)) if os.path.isdir(os.path.join(args.dst, part)) else []):
+      if cls not in mapping:
+        extra.add(f"{part}/{cls}")
+  if extra:
+    raise ValueError(f"{args.dst} holds class folders this split does not make: {sorted(extra)}")
+  digests = write(args.src, args.dst, split, args.link)
+  with open(record_path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump({**settings, "sha256": digests,
+               "unreadable": {c: p["unreadable"] for c, p in split.items()}}, f, indent=1)
+  os.replace(record_path + ".tmp", record_path)
   print(f"{args.dst}: {len(mapping)} classes, seed {args.seed}, {args.link} of {args.src}")
   print(f"{'class':<22} {'source folder':<24} {'train':>5} {'test':>5} {'unused':>6} {'unreadable':>10}")
   for cls, p in split.items():
@@ -194,7 +189,10 @@ def main(argv=None):
     for rel, why in p["unreadable"]:
       print(f"  unreadable: {rel}: {why}")
   print(f"Recorded in {os.path.join(args.dst, RECORD)}. Train with --config.data.dir={args.dst} (configs/dsf/*).")
-  return 0
+
+
+def main(argv=None):
+  return cli_front.one_line_errors(run, parse(argv))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ two-tower one (96/256, grouped convs), 723 M multiply-adds against 714 M here.
 import flax.linen as nn
 
 from jfacediag.models import layers
+from jfacediag.models.backbone import Backbone, reference
+from jfacediag.models.preprocessing import IMAGENET
 
 
 class AlexNet(nn.Module):
@@ -30,3 +32,14 @@ class AlexNet(nn.Module):
     x = nn.relu(nn.Dense(4096, name="fc6")(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.relu(nn.Dense(4096, name="fc7")(x))
+
+
+# torchvision's names: features.N (convs), classifier.N (fc6, fc7; classifier.6 is the ImageNet classifier).
+RENAME = tuple((rf"^conv{i + 1}$", f"features.{n}") for i, n in enumerate((0, 3, 6, 8, 10))) + (
+    (r"^fc6$", "classifier.1"), (r"^fc7$", "classifier.4"))
+BACKBONES = (
+    Backbone("alexnet", AlexNet, IMAGENET, 4096, "fc7 after ReLU (4096)", "paper", "conv5",
+             torch_ref=reference("TorchvisionAlexNet", 1000), rename=RENAME, nchw={"fc6": (256, 6, 6)},
+             head="classifier.6", verify_size=112, classes=(1000,),
+             note="torchvision ImageNet alexnet (alexnet-owt-7be5be79.pth)"),
+)

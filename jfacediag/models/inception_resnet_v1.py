@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jfacediag.models import layers
+from jfacediag.models.backbone import Backbone, reference
+from jfacediag.models.preprocessing import Preprocessing
 
 
 class BasicConv2d(nn.Module):
@@ -23,7 +25,7 @@ class BasicConv2d(nn.Module):
   def __call__(self, x):
     ph, pw = self.padding
     x = nn.Conv(self.out, self.kernel, self.stride, ((ph, ph), (pw, pw)), use_bias=False, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-3, use_fast_variance=False,
+    x = layers.torch_batch_norm(self.train, 1e-3)(
                      name="bn")(x)
     return nn.relu(x)
 
@@ -88,8 +90,7 @@ class InceptionResnetV1(nn.Module):
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = nn.Dense(512, use_bias=False, name="last_linear")(x)
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, use_fast_variance=False,
-                        name="last_bn")(x)
+    return layers.torch_batch_norm(train, 1e-3)(name="last_bn")(x)
 
 
 class _Mixed6a(nn.Module):
@@ -115,3 +116,14 @@ class _Mixed7a(nn.Module):
         _seq(x, "branch1", [(256, (1, 1), 1, (0, 0)), (256, (3, 3), 2, (0, 0))], bc),
         _seq(x, "branch2", [(256, (1, 1), 1, (0, 0)), (256, (3, 3), 1, (1, 1)), (256, (3, 3), 2, (0, 0))], bc),
         layers.max_pool(x, 3, 2)], -1)
+
+
+BACKBONES = (
+    Backbone("inception_resnet_v1", InceptionResnetV1,
+             Preprocessing(160, 160, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)), 512,
+             "embedding: `last_bn` before L2 normalisation (512)", "facenet160", "block8",
+             torch_ref=reference("InceptionResnetV1", 8631),
+             rename=((r"repeat_(\d)_(\d+)", r"repeat_\1.\2"), (r"(branch\d)_(\d)", r"\1.\2")), head="logits",
+             verify_size=80, classes=(8631, 10575),
+             note="facenet-pytorch 20180402-114759-vggface2.pt (8631) or 20180408-102900-casia-webface.pt (10575)"),
+)

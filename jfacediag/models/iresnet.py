@@ -5,12 +5,13 @@ the second), BN, + shortcut, no activation after the add; head BN2d -> flatten -
 (`features`). The torch flatten is NCHW: the converter permutes fc's kernel rows. `__call__` returns the output of
 `features` (not L2-normalised). BN eps 1e-5.
 """
-import functools
 from typing import Sequence
 
 import flax.linen as nn
 
 from jfacediag.models import layers
+from jfacediag.models.backbone import Backbone, reference
+from jfacediag.models.preprocessing import Preprocessing
 
 
 class IBasicBlock(nn.Module):
@@ -40,8 +41,7 @@ class IResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                           use_fast_variance=False)
+    bn = layers.torch_batch_norm(train, 1e-5)
     x = layers.ImageConv(64, 3, 1, 1, use_bias=False, name="conv1")(x)
     x = layers.PReLU(name="prelu")(bn(name="bn1")(x))
     in_ch = 64
@@ -62,3 +62,11 @@ class IResNet(nn.Module):
 
 DEPTHS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3), "iresnet50": (3, 4, 14, 3),
           "iresnet100": (3, 13, 30, 3)}
+ARCFACE = Preprocessing(112, 112, "RGB", (127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
+BACKBONES = tuple(
+    Backbone(name, (lambda d=depths: IResNet(d)), ARCFACE, 512, "embedding: BN1d `features` (512)", "arcface112",
+             "bn2", torch_ref=reference("IResNet", layers=depths),
+             rename=((r"layer(\d)_(\d+)", r"layer\1.\2"), (r"downsample_conv", "downsample.0"),
+                     (r"downsample_bn", "downsample.1")),
+             nchw={"fc": (512, 7, 7)}, note="insightface arcface_torch backbone.pth (or its .onnx export)")
+    for name, depths in DEPTHS.items())

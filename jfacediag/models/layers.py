@@ -1,6 +1,7 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
 adaptive average pooling, a depthwise conv that trains fast on CPU. Padding is always explicit (conversion.md §3)."""
 import contextlib
+import functools
 import math
 
 import flax.linen as nn
@@ -23,6 +24,13 @@ def as_convolutions():
 
 def _cpu_form():
   return jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0]
+
+
+def torch_batch_norm(train, epsilon=1e-5):
+  """nn.BatchNorm as torch's: momentum 0.9 in Flax's convention is torch's 0.1, and use_fast_variance=False is
+  torch's two-pass variance. epsilon is per architecture (conversion.md)."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=epsilon,
+                           use_fast_variance=False)
 
 
 class PReLU(nn.Module):

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from jfacediag.models import layers
+from jfacediag.models.backbone import Backbone, reference
+from jfacediag.models.preprocessing import Preprocessing
 
 
 def _conv(x, ch, k, name):
@@ -66,3 +68,13 @@ class ONet(nn.Module):
     x = layers.PReLU(name="prelu5")(nn.Dense(256, name="dense5")(_flatten_whc(x)))
     prob = jax.nn.softmax(nn.Dense(2, name="dense6_1")(x), axis=-1)
     return nn.Dense(4, name="dense6_2")(x), nn.Dense(10, name="dense6_3")(x), prob
+
+
+
+def _net(name, module, side):
+  pp = Preprocessing(side, side, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0))
+  return Backbone(f"mtcnn_{name.lower()}", module, pp, 0, "", torch_ref=reference(name), kind="mtcnn",
+                  note=f"facenet-pytorch data/{name.lower()}.pt")
+
+
+BACKBONES = (_net("PNet", PNet, 12), _net("RNet", RNet, 24), _net("ONet", ONet, 48))

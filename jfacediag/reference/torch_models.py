@@ -1,7 +1,8 @@
 """PyTorch reference modules with the upstream state_dict key names and shapes (backbones.md), for parity checks.
 
 Written from the upstream definitions (torchvision, cydonia999/VGGFace2-pytorch, prlz77 and albanie VGG-Face
-ports, insightface arcface_torch, facenet-pytorch); no upstream code is imported. Backbones return
+ports, insightface arcface_torch, facenet-pytorch, TreB1eN/InsightFace_Pytorch and Xiaoccer/MobileFaceNet_Pytorch);
+no upstream code is imported. Backbones return
 (features, logits): the feature layer that jfacediag's Flax module returns, and the upstream classifier on it
 (None where the release has none). MTCNN nets return what upstream returns.
 
@@ -319,6 +320,125 @@ class InceptionResnetV1(nn.Module):
       x = getattr(self, name)(x)
     f = self.last_bn(self.last_linear(x.view(x.shape[0], -1)))
     return f, self.logits(f)
+
+
+# == MobileFaceNet ====================================================================================================
+class _TConvBlock(nn.Module):  # TreB1eN Conv_block (prelu=True) / Linear_block (prelu=False).
+
+  def __init__(self, in_c, out_c, kernel=(1, 1), stride=(1, 1), padding=(0, 0), groups=1, prelu=True):
+    super().__init__()
+    self.conv = nn.Conv2d(in_c, out_c, kernel, stride, padding, groups=groups, bias=False)
+    self.bn = nn.BatchNorm2d(out_c)
+    if prelu:
+      self.prelu = nn.PReLU(out_c)
+
+  def forward(self, x):
+    x = self.bn(self.conv(x))
+    return self.prelu(x) if hasattr(self, "prelu") else x
+
+
+class _TDepthWise(nn.Module):  # TreB1eN Depth_Wise.
+
+  def __init__(self, in_c, out_c, residual=False, stride=(2, 2), groups=1):
+    super().__init__()
+    self.conv = _TConvBlock(in_c, groups)
+    self.conv_dw = _TConvBlock(groups, groups, (3, 3), stride, (1, 1), groups=groups)
+    self.project = _TConvBlock(groups, out_c, prelu=False)
+    self.residual = residual
+
+  def forward(self, x):
+    out = self.project(self.conv_dw(self.conv(x)))
+    return x + out if self.residual else out
+
+
+class _TResidual(nn.Module):  # TreB1eN Residual.
+
+  def __init__(self, c, num_block, groups):
+    super().__init__()
+    self.model = nn.Sequential(*[_TDepthWise(c, c, True, (1, 1), groups) for _ in range(num_block)])
+
+  def forward(self, x):
+    return self.model(x)
+
+
+class TreB1eNMobileFaceNet(nn.Module):
+  """TreB1eN/InsightFace_Pytorch model.py MobileFaceNet(embedding_size); returns the BatchNorm1d output before
+  upstream's l2_norm (the layer jfacediag's module returns) and no classifier."""
+
+  def __init__(self, embedding_size=512):
+    super().__init__()
+    self.conv1 = _TConvBlock(3, 64, (3, 3), (2, 2), (1, 1))
+    self.conv2_dw = _TConvBlock(64, 64, (3, 3), (1, 1), (1, 1), groups=64)
+    self.conv_23 = _TDepthWise(64, 64, groups=128)
+    self.conv_3 = _TResidual(64, 4, 128)
+    self.conv_34 = _TDepthWise(64, 128, groups=256)
+    self.conv_4 = _TResidual(128, 6, 256)
+    self.conv_45 = _TDepthWise(128, 128, groups=512)
+    self.conv_5 = _TResidual(128, 2, 256)
+    self.conv_6_sep = _TConvBlock(128, 512)
+    self.conv_6_dw = _TConvBlock(512, 512, (7, 7), groups=512, prelu=False)
+    self.linear = nn.Linear(512, embedding_size, bias=False)
+    self.bn = nn.BatchNorm1d(embedding_size)
+
+  def forward(self, x):
+    for name in ("conv1", "conv2_dw", "conv_23", "conv_3", "conv_34", "conv_4", "conv_45", "conv_5", "conv_6_sep",
+                 "conv_6_dw"):
+      x = getattr(self, name)(x)
+    return self.bn(self.linear(x.view(x.size(0), -1))), None
+
+
+class _XConvBlock(nn.Module):  # Xiaoccer ConvBlock.
+
+  def __init__(self, inp, oup, k, s, p, dw=False, linear=False):
+    super().__init__()
+    self.linear = linear
+    self.conv = nn.Conv2d(inp, oup, k, s, p, groups=inp if dw else 1, bias=False)
+    self.bn = nn.BatchNorm2d(oup)
+    if not linear:
+      self.prelu = nn.PReLU(oup)
+
+  def forward(self, x):
+    x = self.bn(self.conv(x))
+    return x if self.linear else self.prelu(x)
+
+
+class _XBottleneck(nn.Module):  # Xiaoccer Bottleneck.
+
+  def __init__(self, inp, oup, stride, expansion):
+    super().__init__()
+    self.connect = stride == 1 and inp == oup
+    e = inp * expansion
+    self.conv = nn.Sequential(nn.Conv2d(inp, e, 1, 1, 0, bias=False), nn.BatchNorm2d(e), nn.PReLU(e),
+                              nn.Conv2d(e, e, 3, stride, 1, groups=e, bias=False), nn.BatchNorm2d(e), nn.PReLU(e),
+                              nn.Conv2d(e, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup))
+
+  def forward(self, x):
+    return x + self.conv(x) if self.connect else self.conv(x)
+
+
+class XiaoccerMobileFacenet(nn.Module):
+  """Xiaoccer/MobileFaceNet_Pytorch core/model.py MobileFacenet (112x96 input, 128-d). A 112x112 batch is cut to
+  its central 96 columns first, as jfacediag's module does (models/mobilefacenet.py: that is the 112x96 crop)."""
+
+  def __init__(self):
+    super().__init__()
+    self.conv1 = _XConvBlock(3, 64, 3, 2, 1)
+    self.dw_conv1 = _XConvBlock(64, 64, 3, 1, 1, dw=True)
+    blocks, inplanes = [], 64
+    for t, c, n, s in ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)):
+      for i in range(n):
+        blocks.append(_XBottleneck(inplanes, c, s if i == 0 else 1, t))
+        inplanes = c
+    self.blocks = nn.Sequential(*blocks)
+    self.conv2 = _XConvBlock(128, 512, 1, 1, 0)
+    self.linear7 = _XConvBlock(512, 512, (7, 6), 1, 0, dw=True, linear=True)
+    self.linear1 = _XConvBlock(512, 128, 1, 1, 0, linear=True)
+
+  def forward(self, x):
+    if x.shape[-1] == 112:
+      x = x[..., 8:104]
+    x = self.linear1(self.linear7(self.conv2(self.blocks(self.dw_conv1(self.conv1(x))))))
+    return x.view(x.size(0), -1), None
 
 
 # == MTCNN ============================================================================================================

@@ -7,11 +7,11 @@ use it is checked against its sha256, converted with the ONNX importer into $JFA
 """
 import hashlib
 import importlib.resources
-import json
 import os
 import tempfile
 
-from jfacediag import checkpointing, models
+from jfacediag import checkpointing, fileio, models, rundir
+from jfacediag.convert import onnx_import
 from jfacediag.models import weights
 
 BUILTIN = {
@@ -49,19 +49,18 @@ def resolve(checkpoint):
     return checkpoint
   name = checkpoint[len(PREFIX):]
   if name not in BUILTIN:
-    raise KeyError(f"Unknown {checkpoint!r}; builtin weights: {', '.join(PREFIX + n for n in BUILTIN)}")
+    raise models.UnknownName(f"Unknown {checkpoint!r}; builtin weights: {', '.join(PREFIX + n for n in BUILTIN)}")
   spec = BUILTIN[name]
   # The preprocessing is stored in the conversion: a cache written under another preprocessing is not reused.
   pp_key = hashlib.sha256(repr(models.get(spec["arch"]).preprocessing.to_dict()).encode()).hexdigest()[:8]
   out = os.path.join(cache_dir(), f"{name}-{spec['sha256'][:12]}-{pp_key}")
   if os.path.exists(os.path.join(out, weights.METADATA)):
     return out
-  from jfacediag.convert import archs, onnx_import, sources  # pylint: disable=g-import-not-at-top
   src = source_file(name)
-  digest = sources.sha256(src)
+  digest = fileio.sha256(src)
   if digest != spec["sha256"]:
     raise ValueError(f"{src}: sha256 {digest} differs from the tested file ({spec['sha256']}); refusing to use it")
-  arch = archs.get(spec["arch"])
+  arch = models.get(spec["arch"])
   print(f"Converting {checkpoint} from {src} into {out} (once) ...", flush=True)
   variables, info = onnx_import.convert(arch, src)
   os.makedirs(cache_dir(), exist_ok=True)
@@ -82,14 +81,11 @@ def from_run(run_dir):
   """The backbone of a finished DTL1 (finetune) run, at the checkpoint its report evaluated, as a weights directory
   in the cache (written once per run and step): its params and batch statistics, and the preprocessing it was
   trained with."""
-  run_dir = os.path.abspath(run_dir)
+  run_dir = fileio.absolute(run_dir)
   try:
-    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-      config = json.load(f)
-    with open(os.path.join(run_dir, "report", "metrics.json"), encoding="utf-8") as f:
-      facts = json.load(f)["run"]
+    config, facts = rundir.read_config(run_dir), rundir.read_facts(run_dir)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"run:{run_dir}: not a finished run ({e.filename} is missing)") from None
+    raise FileNotFoundError(f"run:{e}") from None
   if config["method"] != "finetune":
     raise ValueError(f"run:{run_dir} is a {config['method']} run: its backbone is its init.checkpoint "
                      f"({config['init']['checkpoint'] or 'random'}); name that instead (run: takes DTL1 runs)")
@@ -97,7 +93,7 @@ def from_run(run_dir):
   if arch not in models.names():
     raise ValueError(f"run:{run_dir} trained {arch!r}, not one registered backbone: name its weights instead")
   # Keyed by the run, its step and its report's time: a run trained again in the same place is exported again.
-  stamp = os.path.getmtime(os.path.join(run_dir, "report", "metrics.json"))
+  stamp = rundir.report_time(run_dir)
   out = os.path.join(cache_dir(), "runs", hashlib.sha256(f"{run_dir}:{step}:{stamp}".encode()).hexdigest()[:16])
   if os.path.exists(os.path.join(out, weights.METADATA)):
     return out
