@@ -17,9 +17,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jfacediag import cli_front, models, progress, sharding, steps
+from jfacediag import builtin, cli_front, models, progress, sharding, steps
 from jfacediag.data import aligned_folder, images
-from jfacediag import builtin
 from jfacediag.models import weights
 
 
