@@ -17,17 +17,20 @@ Expected (2 CPU cores, measured): DTL2 test accuracy 87.5 % [95% bootstrap 80.0,
 images). 3 min 59 s in all on a fresh clone, the first run included (SFace conversion, alignment, 48 fine-tuning
 steps at ~2.4 s).
 `--config configs/demo.py:quick` (the CI test; workdir runs/demo-quick) runs 1 fine-tuning epoch and 200 bootstrap
-resamples: the same code path.
+resamples: the same code path. `configs/demo.py:method=svm` (or method=finetune) runs that one method alone into
+WORKDIR, e.g. for `jfacediag.cv`; arguments combine (`:quick,method=svm`).
 """
 from jfacediag import base_config
 
 
 def get_config(arg=None):
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"configs/demo.py takes no argument or 'quick'; got {arg!r}")
-  quick = arg == "quick"
+  arg = base_config.parse_arg(arg, quick=False, method="")
+  quick = arg.quick
   c = base_config.get_config()
-  c.method = "svm,finetune"
+  if arg.method:
+    c.method = arg.method
+  else:  # Both, side by side; a comparison takes no method of its own.
+    c.method, c.compare = "", ("svm", "finetune")
   c.data.generate = "lfw_subset"
   c.data.split = "per_class"
   c.data.train_per_class = 60

@@ -15,8 +15,9 @@ def get_config():
   # "finetune" (DTL1: train backbone + new head), "svm" (DTL2: frozen features + LinearSVC) or "dsift" (the paper's
   # classical baseline: dense SIFT + bag of visual words + SVM, no network; see the dsift section).
   c.method = "finetune"
-  # A comma-separated list ("svm,finetune") runs each into WORKDIR/<method>/ on the same data and split, then
-  # compares them in WORKDIR/report.md and comparison.json.
+  # Several methods, e.g. ("svm", "finetune"): each runs into WORKDIR/<method>/ on the same data and split, then
+  # WORKDIR/report.md and comparison.json compare them (jfacediag/compare.py); method is then "". () = method alone.
+  c.compare = ()
 
   # == Data =========================================================================================================
   c.data = ml_collections.ConfigDict()
@@ -24,7 +25,9 @@ def get_config():
   # When data.dir is empty: "toy" generates a small synthetic image folder into WORKDIR/data; "lfw_subset" writes
   # scikit-image's LFW subset (face vs non_face) there and aligns it (arcface112), see jfacediag/data/lfw_subset.py.
   c.data.generate = ""
-  c.data.classes = ""  # Comma-separated class folder names fixing the label order; "" = sorted folder names.
+  # Class folder names fixing the label order, e.g. ("healthy", "down"); () = sorted folder names. On the command
+  # line: --config.data.classes='("healthy", "down")' (or healthy,down).
+  c.data.classes = ()
   # Split strategy: "auto" (= "folders" when data.dir holds train/ and test/, else "per_class"), "folders",
   # "per_class" (train_per_class + test_per_class images drawn per class; the paper: 40 + 30), "fraction"
   # (test_fraction of each class), or "kfold" (stratified; fold `fold` of `num_folds` is the test split; on a
@@ -118,7 +121,7 @@ def get_config():
   c.svm = ml_collections.ConfigDict()
   c.svm.C = 1.0
   c.svm.select_C = False  # Choose C by stratified cross-validation on the train split only (grid C_grid).
-  c.svm.C_grid = "0.001,0.01,0.1,1,10,100,1000"
+  c.svm.C_grid = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
   c.svm.cv_folds = 5
   c.svm.multiclass = "ovr"  # "ovr" (one-vs-rest) or "crammer_singer".
   c.svm.standardize = True  # Standardise features with the train split's mean and std.
@@ -168,9 +171,10 @@ def get_config():
 
   # == Resuming =====================================================================================================
   # A workdir that holds a trained state resumes only with the settings it was trained with (WORKDIR/run_config.json;
-  # jfacediag/config_check.py lists the few that never change a result). Comma-separated fields allowed to differ
-  # anyway, e.g. "train.epochs" to extend a run (which then no longer equals an uninterrupted run).
-  c.resume_allow = ""
+  # jfacediag/config_check.py lists the few that never change a result). Fields allowed to differ anyway, e.g.
+  # ("train.epochs",) to extend a run (which then no longer equals an uninterrupted run); --config.resume_allow=
+  # train.epochs on the command line.
+  c.resume_allow = ()
   return c
 
 

@@ -34,6 +34,12 @@ def softmax(scores):
   return special.softmax(np.asarray(scores, np.float64), axis=1)
 
 
+def log_loss(logits, labels):
+  """Mean negative log-likelihood of `labels` under softmax(logits)."""
+  logp = special.log_softmax(np.asarray(logits, np.float64), axis=1)
+  return float(-np.mean(np.take_along_axis(logp, np.asarray(labels)[:, None], 1)))
+
+
 @dataclasses.dataclass
 class Calibrator:
   kind: str  # "temperature" | "platt" | "none"

@@ -1,7 +1,7 @@
 """Checkpoints under WORKDIR/checkpoints: orbax CheckpointManager behind one small class.
 
 Each checkpoint holds the train state (params, batch_stats, optimiser state, step, RNG) and a JSON `meta` entry
-(epoch, input position, history length). The latest checkpoint and the best one by a validation metric are kept.
+(method, total steps, epoch, input position). The latest checkpoint and the best one by a validation metric are kept.
 Saves are asynchronous; every process calls save and restore (orbax coordinates multi-host writes).
 """
 import os

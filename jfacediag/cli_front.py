@@ -235,7 +235,7 @@ def flag_names(prog):
 
 def check_command(prog, argv, backbone=True):
   """Raises Error for the first mistake in an absl program's arguments (after `underscores`); returns the config."""
-  known = flag_names(prog) | {"only"}
+  known = flag_names(prog)
   for a in argv:
     if a.startswith("--") and not a.startswith("--config"):
       name = a[2:].partition("=")[0]

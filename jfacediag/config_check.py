@@ -1,7 +1,8 @@
 """The config checked once, before any work: impossible values are refused with the field and its allowed range, and
 a resumed workdir refuses settings that would change its result.
 
-`validate(config)` runs at the start of every run (train, each cv fold). `check_resume(config, workdir)` keeps
+`validate(config)` runs at the start of every run (train, each cv fold); it also splits a list field given on the
+command line as one comma-separated string (--config.data.classes=a,b) into its items. `check_resume(config, workdir)` keeps
 WORKDIR/run_config.json, the config the workdir's first trained state was made with, and compares a resumed run
 against it: every difference that changes the result stops the run, naming the fields (old -> new), unless listed
 in `config.resume_allow` (e.g. "train.epochs" to extend a run, accepting that it no longer equals an uninterrupted
@@ -10,12 +11,16 @@ run of the new length). Fields that never change the trained model or its scores
 import json
 import os
 
+import ml_collections
+
 from jfacediag import fileio
 
 RUN_CONFIG = "run_config.json"
+METHODS = ("finetune", "svm", "dsift")  # jfacediag/methods/
 HARMLESS = {"input.prefetch", "input.eval_batch_size", "train.log_every_steps", "train.checkpoint_every_steps",
             "train.stop_after_steps", "leakage.cache", "leakage.top_pairs", "distributed", "resume_allow",
-            "eval.bootstrap", "eval.metadata", "eval.paper_row"}
+            "eval.bootstrap", "eval.metadata", "eval.paper_row", "compare"}
+LISTS = ("compare", "data.classes", "svm.C_grid", "resume_allow")  # Tuple fields.
 
 # (field, test, allowed): checked in validate(); `test` takes the value.
 _RULES = (
@@ -75,8 +80,19 @@ def _get(config, path):
   return node
 
 
+def _split_commas(config):
+  for path in LISTS:
+    value = _get(config, path)
+    if isinstance(value, tuple) and any(isinstance(v, str) and "," in v for v in value):
+      parent, _, key = path.rpartition(".")
+      node = _get(config, parent) if parent else config
+      items = tuple(p.strip() for v in value for p in (v.split(",") if isinstance(v, str) else [v]) if str(p).strip())
+      node[key] = tuple(float(p) for p in items) if path == "svm.C_grid" else items
+
+
 def validate(config):
   """Raises ValueError listing every impossible field value (field = value; allowed)."""
+  _split_commas(config)
   bad = []
   for path, ok, allowed in _RULES:
     value = _get(config, path)
@@ -88,10 +104,21 @@ def validate(config):
       good = False
     if not good:
       bad.append(f"  {path} = {value!r}: must be {allowed}")
-  methods = [m.strip() for m in str(config.method).split(",")]
-  unknown = [m for m in methods if m not in ("finetune", "svm", "dsift")]
-  if unknown:
-    bad.append(f"  method = {config.method!r}: each of its comma-separated methods must be finetune, svm or dsift")
+  compare = _get(config, "compare") or ()
+  if compare and config.method:
+    bad.append(f"  method = {config.method!r} with compare = {tuple(compare)}: a comparison runs each method of "
+               "compare and takes no method; for one method set the config's own argument (configs/demo.py:"
+               f"method={config.method}) or --config.compare='()'")
+  elif not compare and config.method not in METHODS:
+    hint = (f"; several methods side by side are compare = {tuple(m.strip() for m in config.method.split(','))}"
+            if "," in config.method else "")
+    bad.append(f"  method = {config.method!r}: must be one of {', '.join(METHODS)}{hint}")
+  for m in compare:
+    if m not in METHODS:
+      bad.append(f"  compare = {tuple(config.compare)}: {m!r} is not one of {', '.join(METHODS)}")
+  grid = _get(config, "svm.C_grid")
+  if grid is not None and not (grid and all(isinstance(c, (int, float)) and c > 0 for c in grid)):
+    bad.append(f"  svm.C_grid = {config.svm.C_grid!r}: must be a non-empty tuple of numbers > 0")
   weights = [w for w in str(_get(config, "init.checkpoint") or "").split(",") if w.strip()]
   if _get(config, "model.backbone") == "ensemble" and len(weights) < 2:
     bad.append(f"  init.checkpoint = {config.init.checkpoint!r}: model.backbone = 'ensemble' needs 2 or more "
@@ -100,6 +127,15 @@ def validate(config):
     bad.append(f"  init.checkpoint = {config.init.checkpoint!r}: several weights need model.backbone = 'ensemble'")
   if bad:
     raise ValueError("The config asks for something impossible:\n" + "\n".join(bad))
+
+
+def from_json(tree):
+  """A config from its JSON form (config.json, cv_settings.json): JSON's lists back to tuples."""
+  def tuples(v):
+    if isinstance(v, dict):
+      return {k: tuples(x) for k, x in v.items()}
+    return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+  return ml_collections.ConfigDict(tuples(tree))
 
 
 def _flat(tree, prefix=""):
@@ -112,6 +148,16 @@ def _flat(tree, prefix=""):
   return out
 
 
+def _legacy(flat):
+  """A run_config.json from before the list fields were tuples: "a,b" strings as the lists JSON holds now."""
+  for k in LISTS:
+    if isinstance(flat.get(k), str):
+      items = [p.strip() for p in flat[k].split(",") if p.strip()]
+      flat[k] = [float(p) for p in items] if k == "svm.C_grid" else items
+  flat.setdefault("compare", [])
+  return flat
+
+
 def check_resume(config, workdir, trained):
   """`trained`: the workdir holds a trained state (a checkpoint, a fitted model). Returns the fields that differ
   but are allowed; raises ValueError for the others. Without a trained state, the current config is recorded."""
@@ -121,9 +167,9 @@ def check_resume(config, workdir, trained):
     with fileio.open(path, "w") as f:
       json.dump(now, f, indent=2)
     return {}
-  old, new = _flat(json.loads(fileio.read_text(path))), _flat(now)
+  old, new = _legacy(_flat(json.loads(fileio.read_text(path)))), _flat(now)
   diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-  allowed = HARMLESS | {s.strip() for s in str(config.get("resume_allow", "")).split(",") if s.strip()}
+  allowed = HARMLESS | set(config.get("resume_allow", ()))
   refused = {k: v for k, v in diff.items() if k not in allowed}
   if refused:
     raise ValueError(

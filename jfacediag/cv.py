@@ -30,10 +30,10 @@ import sys
 
 if __name__ == "__main__":  # --help and command-line mistakes answer before JAX and TensorFlow load.
   from jfacediag import cli_front  # pylint: disable=g-import-not-at-top
-  cli_front.preflight("cv", __doc__, ("folds", "repeats", "parallel", "inner_val", "max_folds", "keep_checkpoints",
-                                      "only"))
+  cli_front.preflight("cv", __doc__, ("folds", "repeats", "parallel", "inner_val", "max_folds", "keep_checkpoints"))
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -41,24 +41,25 @@ import shutil
 import subprocess
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 import numpy as np
 from scipy import stats
 
-from jfacediag import cli_front, fileio, metrics as metrics_lib, rundir, train, workdir_lock
+from jfacediag import cli_front, config_check, dataset, fileio, methods, metrics as metrics_lib, rundir, train
+from jfacediag import workdir_lock
+from jfacediag.methods import finetune
+from jfacediag.progress import log
 
-# --config and --workdir are jfacediag.train's flags (one definition per process); --workdir defaults to
-# runs/cv-<config name> here.
-_CONFIG, _WORKDIR = train._CONFIG, train._WORKDIR  # pylint: disable=protected-access
-_FOLDS = flags.DEFINE_integer("folds", 5, "k of the stratified k-fold.")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Repetitions with different fold assignments (split_seed + r).")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Processes running folds at once (1 = one after the other, "
-                                 "in this process).")
-_INNER_VAL = flags.DEFINE_float("inner_val", 0.2, "DTL1: fraction of the training fold held out for choosing the "
-                                "epoch and calibrating (when the config has data.val_fraction = 0).")
-_MAX_FOLDS = flags.DEFINE_integer("max_folds", 0, "Run at most this many pending folds, then stop (0 = all); "
-                                  "rerun to continue.")
-_KEEP = flags.DEFINE_bool("keep_checkpoints", False, "Keep each fold's checkpoints after its report is written.")
-_ONLY = flags.DEFINE_string("only", "", "Internal (--parallel workers): comma-separated fold names to run.")
+
+@dataclasses.dataclass
+class Options:
+  folds: int = 5  # k of the stratified k-fold.
+  repeats: int = 10  # Repetitions with different fold assignments (split_seed + r).
+  parallel: int = 1  # Processes running folds at once (1 = one after the other, in this process).
+  inner_val: float = 0.2  # DTL1: fraction of the training fold held out (when data.val_fraction = 0).
+  max_folds: int = 0  # Run at most this many pending folds, then stop (0 = all).
+  keep_checkpoints: bool = False  # Keep each fold's checkpoints after its report is written.
+
 
 SETTINGS = "cv_settings.json"
 
@@ -75,7 +76,7 @@ def fold_config(config, root, r, f, folds, inner_val, cache):
   c.eval.bootstrap = 0  # Intervals come from the folds; the ensemble gets bootstrap intervals below.
   if c.leakage.check or c.data.group_by:
     c.leakage.cache = c.leakage.cache or cache
-  if c.method == "finetune":
+  if c.method == finetune.NAME:  # The epoch is chosen on an inner validation split, C by inner CV.
     if c.data.val_fraction == 0:
       c.data.val_fraction = inner_val
     c.train.report_checkpoint = "best"
@@ -106,45 +107,50 @@ def is_done(fold_dir):
   return fileio.exists(os.path.join(fold_dir, DONE))
 
 
-def run_folds(config, workdir, root, names, inner_val, keep):
+def run_folds(config, workdir, root, names, opts):
   """Runs the named folds here, one after the other. Returns False when one stopped early (rerun resumes)."""
   for name in names:
     r, f = map(int, re.match(r"r(\d+)_f(\d+)", name).groups())
     fold_dir = rundir.fold_dir(workdir, name)
-    train.log(f"== CV fold {name} (repeat {r}, fold {f}) " + "=" * 50)
-    c = fold_config(config, root, r, f, _FOLDS.value, inner_val, os.path.join(workdir, "leakage_cache.json.gz"))
+    log(f"== CV fold {name} (repeat {r}, fold {f}) " + "=" * 50)
+    c = fold_config(config, root, r, f, opts.folds, opts.inner_val, os.path.join(workdir, "leakage_cache.json.gz"))
     result = train.run(c, fold_dir)
     if result is None:
       return False
-    if not keep and fileio.exists(os.path.join(fold_dir, "checkpoints")):
+    if not opts.keep_checkpoints and fileio.exists(os.path.join(fold_dir, "checkpoints")):
       shutil.rmtree(os.path.join(fold_dir, "checkpoints"), ignore_errors=True)
     with fileio.open(os.path.join(fold_dir, DONE), "w") as out:
       json.dump({"repeat": r, "fold": f, "accuracy": result["accuracy"]["value"]}, out)
   return True
 
 
-def run_parallel(workdir, pending, n):
-  """Runs the pending folds in n worker processes (this command with --only), round robin. False if any failed."""
-  argv, skip = [], False
-  for a in sys.argv[1:]:  # This command's flags minus the ones the workers get their own values of.
-    name = a.split("=")[0].lstrip("-").replace("-", "_")
-    if skip or name in ("parallel", "only", "max_folds"):
-      skip = not skip and "=" not in a and name in ("parallel", "only", "max_folds")
-      continue
-    argv.append(a)
+def run_worker(workdir, names, keep_checkpoints):
+  """A --parallel worker process: runs the named folds of the CV in workdir, with the config and settings its
+  cv_settings.json holds. Exits 0, or 3 when a fold stopped early."""
+  logging.set_verbosity(logging.WARNING)
+  settings = json.loads(fileio.read_text(os.path.join(workdir, SETTINGS)))
+  config = config_check.from_json(settings["config"])
+  opts = Options(folds=settings["folds"], repeats=settings["repeats"], inner_val=settings["inner_val"],
+                 keep_checkpoints=keep_checkpoints)
+  ok = run_folds(config, workdir, dataset.data_dir_for(config.data, workdir), names, opts)
+  raise SystemExit(0 if ok else 3)
+
+
+def run_parallel(workdir, pending, opts):
+  """Runs the pending folds in opts.parallel worker processes (run_worker), round robin. False if any failed."""
   procs = []
-  for k in range(n):
-    mine = pending[k::n]
+  for k in range(opts.parallel):
+    mine = pending[k::opts.parallel]
     if mine:
       log_path = os.path.join(workdir, f"worker{k}.log")
-      train.log(f"worker {k}: folds {', '.join(mine)} (log {log_path})")
+      log(f"worker {k}: folds {', '.join(mine)} (log {log_path})")
+      call = f"from jfacediag import cv; cv.run_worker({workdir!r}, {mine!r}, {opts.keep_checkpoints!r})"
       with open(log_path, "a", encoding="utf-8") as log_file:
-        procs.append(subprocess.Popen([sys.executable, "-m", "jfacediag.cv", *argv, "--parallel=1",
-                                       f"--only={','.join(mine)}"], stdout=log_file, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([sys.executable, "-c", call], stdout=log_file, stderr=subprocess.STDOUT))
   codes = [p.wait() for p in procs]
   for k, code in enumerate(codes):
     if code != 0:
-      train.log(f"worker {k} exited with {code}; see {os.path.join(workdir, f'worker{k}.log')}")
+      log(f"worker {k} exited with {code}; see {os.path.join(workdir, f'worker{k}.log')}")
   return all(c == 0 for c in codes)
 
 
@@ -231,7 +237,7 @@ def write(workdir, result):
       w.writeheader()
       w.writerows(result["per_fold"])
   c = result["config"]
-  on = "dense SIFT" if c["method"] == "dsift" else c["model"]["backbone"]
+  on = c["model"]["backbone"] if methods.get(c["method"]).NETWORK else "dense SIFT"
   md = [f"# Cross-validation: {c['method']} on {on}", "",
         f"{result['folds']}-fold x {result['repeats']} repeats, stratified; {result['finished']}/{result['total']} "
         "folds finished" + ("" if result["finished"] == result["total"] else " (rerun the command to finish)") + ".",
@@ -268,56 +274,73 @@ def write(workdir, result):
     f.write("\n".join(md) + "\n")
 
 
-def default_workdir():
-  return train.default_workdir().replace("runs" + os.sep, "runs" + os.sep + "cv-", 1)
+def default_workdir(config_arg):
+  return train.default_workdir(config_arg).replace("runs" + os.sep, "runs" + os.sep + "cv-", 1)
+
+
+def run(config, workdir, opts):
+  """The cross-validation of config in workdir (resumable). Returns (cv.json's content, False when a fold stopped
+  early or a worker failed)."""
+  config_check.validate(config)
+  if config.compare:
+    raise ValueError(f"jfacediag.cv runs one method; got compare={tuple(config.compare)} (run one CV per method)")
+  if opts.folds < 2 or opts.repeats < 1:
+    raise ValueError(f"--folds must be >= 2 and --repeats >= 1; got {opts.folds}, {opts.repeats}")
+  names = [fold_name(r, f) for r in range(opts.repeats) for f in range(opts.folds)]
+  workdir_lock.acquire(workdir, "CV --workdir")  # Released at exit; --parallel workers lock their fold dirs.
+  check_settings(workdir, {"folds": opts.folds, "repeats": opts.repeats, "inner_val": opts.inner_val,
+                           "config": json.loads(config.to_json_best_effort())})
+  root = dataset.data_dir_for(config.data, workdir)
+  pending = [n for n in names if not is_done(rundir.fold_dir(workdir, n))]
+  already = len(names) - len(pending)
+  if opts.max_folds:
+    pending = pending[:opts.max_folds]
+  on = config.model.backbone if methods.get(config.method).NETWORK else "dense SIFT"
+  log(f"jfacediag.cv: {opts.folds}-fold x {opts.repeats} repeats of {config.method} on {on}; "
+      f"{already} of {len(names)} folds already done; running {len(pending)} "
+      + (f"in {opts.parallel} processes" if opts.parallel > 1 else "here, one after the other")
+      + f"; workdir {workdir}")
+  if opts.parallel > 1 and len(pending) > 1:
+    ok = run_parallel(workdir, pending, opts)
+  else:
+    ok = run_folds(config, workdir, root, pending, opts)
+  result = aggregate(config, workdir, opts.folds, opts.repeats)
+  write(workdir, result)
+  s = result.get("summary", {}).get("accuracy")
+  log(f"{result['finished']}/{result['total']} folds finished"
+      + (f"; accuracy {_pct(s['mean'])}% (95% CI of the mean {_pct(s['ci95'][0])}-{_pct(s['ci95'][1])})"
+         if s and s["ci95"] else "") + f"; {os.path.join(workdir, 'cv.md')}")
+  return result, ok
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  status = cli_front.one_line_errors(_main, _CONFIG.value, _FOLDS.value, _REPEATS.value,
-                                     fileio.absolute(_WORKDIR.value or default_workdir()))
-  if status:
-    sys.exit(status)
+  f = flags.FLAGS
+  opts = Options(folds=f.folds, repeats=f.repeats, parallel=f.parallel, inner_val=f.inner_val,
+                 max_folds=f.max_folds, keep_checkpoints=f.keep_checkpoints)
+  workdir = fileio.absolute(f.workdir or default_workdir(config_flags.get_config_filename(f["config"])))
 
+  def run_all():
+    _, ok = run(f.config, workdir, opts)
+    if not ok:  # A fold stopped early or a worker failed: rerunning the command resumes.
+      sys.exit(3)
 
-def _main(config, folds, repeats, workdir):
-  if "," in config.method:
-    raise ValueError(f"jfacediag.cv runs one method; got method={config.method!r} (run one CV per method)")
-  if folds < 2 or repeats < 1:
-    raise ValueError(f"--folds must be >= 2 and --repeats >= 1; got {folds}, {repeats}")
-  names = [fold_name(r, f) for r in range(repeats) for f in range(folds)]
-  if _ONLY.value:  # A --parallel worker: run the given folds and exit.
-    root = train.data_dir_for(config.data, workdir)
-    sys.exit(0 if run_folds(config, workdir, root, _ONLY.value.split(","), _INNER_VAL.value,
-                            _KEEP.value) else 3)
-  workdir_lock.acquire(workdir, "CV --workdir")  # Released at exit; --parallel workers lock their fold dirs.
-  check_settings(workdir, {"folds": folds, "repeats": repeats, "inner_val": _INNER_VAL.value,
-                           "config": json.loads(config.to_json_best_effort())})
-  root = train.data_dir_for(config.data, workdir)
-  pending = [n for n in names if not is_done(rundir.fold_dir(workdir, n))]
-  already = len(names) - len(pending)
-  if _MAX_FOLDS.value:
-    pending = pending[:_MAX_FOLDS.value]
-  on = "dense SIFT" if config.method == "dsift" else config.model.backbone
-  train.log(f"jfacediag.cv: {folds}-fold x {repeats} repeats of {config.method} on {on}; "
-            f"{already} of {len(names)} folds already done; running {len(pending)} "
-            + (f"in {_PARALLEL.value} processes" if _PARALLEL.value > 1 else "here, one after the other")
-            + f"; workdir {workdir}")
-  if _PARALLEL.value > 1 and len(pending) > 1:
-    ok = run_parallel(workdir, pending, _PARALLEL.value)
-  else:
-    ok = run_folds(config, workdir, root, pending, _INNER_VAL.value, _KEEP.value)
-  result = aggregate(config, workdir, folds, repeats)
-  write(workdir, result)
-  s = result.get("summary", {}).get("accuracy")
-  train.log(f"{result['finished']}/{result['total']} folds finished"
-            + (f"; accuracy {_pct(s['mean'])}% (95% CI of the mean {_pct(s['ci95'][0])}-{_pct(s['ci95'][1])})"
-               if s and s["ci95"] else "") + f"; {os.path.join(workdir, 'cv.md')}")
-  if not ok:
-    sys.exit(3)
+  sys.exit(cli_front.one_line_errors(run_all))
 
 
 if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "CV directory (default: runs/cv-<config file name>).")
+  flags.DEFINE_integer("folds", Options.folds, "k of the stratified k-fold.")
+  flags.DEFINE_integer("repeats", Options.repeats, "Repetitions with different fold assignments (split_seed + r).")
+  flags.DEFINE_integer("parallel", Options.parallel, "Processes running folds at once (1 = one after the other, "
+                       "in this process).")
+  flags.DEFINE_float("inner_val", Options.inner_val, "DTL1: fraction of the training fold held out for choosing "
+                     "the epoch and calibrating (when the config has data.val_fraction = 0).")
+  flags.DEFINE_integer("max_folds", Options.max_folds, "Run at most this many pending folds, then stop (0 = all); "
+                       "rerun to continue.")
+  flags.DEFINE_bool("keep_checkpoints", Options.keep_checkpoints, "Keep each fold's checkpoints after its report "
+                    "is written.")
   flags.mark_flags_as_required(["config"])
   app.run(main)

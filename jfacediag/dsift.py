@@ -91,7 +91,7 @@ def fit(root, files, labels, num_classes, config, seed, log=print):
     gamma = 1.0 / max(float(chi2_distance(h, h).mean()), 1e-12)
     C = config.svm.C
     if config.svm.select_C:
-      grid = [float(c) for c in config.svm.C_grid.split(",")]
+      grid = [float(c) for c in config.svm.C_grid]
       folds = min(config.svm.cv_folds, int(np.bincount(labels, minlength=num_classes).min()))
       kf = model_selection.StratifiedKFold(folds, shuffle=True, random_state=seed)
       acc = {c: float(np.mean([np.mean(_chi2_scores(_chi2_fit(h[a], labels[a], num_classes, c, gamma, seed), h[b],

@@ -82,6 +82,11 @@ def read_text(path):
     return f.read()
 
 
+def write_text(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+
+
 def sha256(path):
   """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
   h = hashlib.sha256()

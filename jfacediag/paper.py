@@ -124,8 +124,8 @@ ROWS = {
     "sface_dtl1": dict(method="finetune", label="SFace FT", pretrain="SFace (MS1M, OpenCV zoo)", weights="sface"),
     "sface_dtl2": dict(method="svm", label="SFace FE+SVM", pretrain="SFace (MS1M, OpenCV zoo)", weights="sface"),
 }
-TASK_CLASSES = {"binary": "beta_thalassemia,healthy",
-                "multi": "beta_thalassemia,hyperthyroidism,down_syndrome,leprosy,healthy"}
+TASK_CLASSES = {"binary": ("beta_thalassemia", "healthy"),
+                "multi": ("beta_thalassemia", "hyperthyroidism", "down_syndrome", "leprosy", "healthy")}
 
 
 def row_key(name, task):

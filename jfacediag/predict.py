@@ -37,9 +37,10 @@ import numpy as np
 from PIL import Image
 
 from jfacediag import calibration as calibration_lib, checkpointing, cli_front, explain, fileio, models, progress
-from jfacediag import rundir, sharding, steps
+from jfacediag import methods, rundir, sharding, steps
 from jfacediag.align import styles
 from jfacediag.data import aligned_folder, images, pipeline, splits
+from jfacediag.methods import finetune
 from jfacediag.models import classifier, ensemble
 from jfacediag.models.preprocessing import Preprocessing
 
@@ -97,8 +98,9 @@ def load_run(run_dir, which="best"):
   through jfacediag.rundir (a gs:// run too)."""
   run_dir = fileio.absolute(run_dir)
   config = ml_collections.ConfigDict(rundir.read_config(run_dir))
-  if config.method == "dsift":
-    raise ValueError(f"{run_dir} is a dsift (dense SIFT baseline) run; predict works with DTL1/DTL2 runs")
+  method = methods.get(config.method)
+  if not method.NETWORK:
+    raise ValueError(f"{run_dir} is a {method.NAME} ({method.LABEL}) run; predict works with DTL1/DTL2 runs")
   facts = rundir.read_facts(run_dir)
   _, _, classes = splits.read(run_dir)
   spec = (ensemble.from_facts(facts, config.model.get("ensemble_combine", "concat"))
@@ -106,7 +108,7 @@ def load_run(run_dir, which="best"):
   pp = Preprocessing.from_dict(facts["preprocessing"])
   metric = config.train.best_metric
   ckpts = checkpointing.Checkpoints(run_dir, metric, "min" if metric.endswith("loss") else "max")
-  step = (ckpts.best_step() if which == "best" and config.method == "finetune" else None) or ckpts.latest_step()
+  step = (ckpts.best_step() if which == "best" and method is finetune else None) or ckpts.latest_step()
   if step is None:
     raise FileNotFoundError(f"{run_dir} holds no checkpoint")
   state = ckpts.restore_tree(step)
@@ -122,7 +124,7 @@ def load_run(run_dir, which="best"):
   calibrator = calibration_lib.Calibrator.from_dict(stored) if stored else None
   if calibrator is None:
     calibration = "none: this run predates calibration; softmax of the raw scores"
-  elif config.method == "finetune" and int(step) != int(facts["checkpoint_step"]):
+  elif method is finetune and int(step) != int(facts["checkpoint_step"]):
     calibration = (f"none: the run's calibration was fitted for step {facts['checkpoint_step']}, this is step "
                    f"{step} (--checkpoint {'last' if which == 'best' else 'best'} matches it); softmax of the logits")
     calibrator = None

@@ -4,11 +4,18 @@ carriage returns on one line, and nothing left dangling for the next message to 
 
   for x in progress.bar(items, desc="scan images", unit="img"): ...
   bar = progress.bar(total=steps, unit="step", every_fraction=0.1); bar.update(1); bar.set_postfix(loss=...)
+  progress.log("Extracted ...")    # a message from process 0 only (multi-host runs print it once)
 """
 import sys
 import time
 
+import jax
 from tqdm import tqdm
+
+
+def log(*args):
+  if jax.process_index() == 0:
+    print(*args, flush=True)
 
 
 def bar(iterable=None, total=None, desc="", unit="it", disable=False, initial=0, every_seconds=30.0,

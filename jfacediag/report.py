@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 from sklearn import metrics as skm
 
-from jfacediag import cli_front, confounds, fileio, leakage, metrics as metrics_lib, rundir
+from jfacediag import cli_front, confounds, fileio, leakage, methods, metrics as metrics_lib, rundir
 
 
 def _save(fig, path):
@@ -179,8 +179,6 @@ def write_comparison(workdir, results, config):
               "num_test": r["num_test"], "majority_rate": r["majority_rate"],
               "report": rundir.path(m, rundir.REPORT_MD)} for m, r in results.items()}
   rundir.write_json(workdir, rundir.COMPARISON, rows)
-  names = {"svm": "DTL2 (frozen features + linear SVM)", "finetune": "DTL1 (fine-tuning)",
-           "dsift": "dense SIFT + bag of words + SVM"}
   md = [f"# jfacediag: {config.model.backbone}, {' vs '.join(results)}", "",
         f"Weights `{config.init.checkpoint or 'random initialisation'}`; the same test split for every method.", "",
         "| method | accuracy % [95% bootstrap] | exact binomial 95% | ROC AUC | macro F1 % | test images | "
@@ -188,7 +186,7 @@ def write_comparison(workdir, results, config):
   for m, r in rows.items():
     cp = r["accuracy"]["clopper_pearson95"]
     auc = _fmt(r["roc_auc"], pct=False)
-    md.append(f"| {names.get(m, m)} | {_fmt(r['accuracy'])} | [{100 * cp[0]:.1f}, {100 * cp[1]:.1f}] | {auc} | "
+    md.append(f"| {methods.get(m).LABEL} | {_fmt(r['accuracy'])} | [{100 * cp[0]:.1f}, {100 * cp[1]:.1f}] | {auc} | "
               f"{_fmt(r['macro_f1'])} | {r['num_test']} | {100 * r['majority_rate']:.1f} | [{m}]({r['report']}) |")
   md += ["", "Intervals that overlap do not separate the methods. This is a research tool, not a medical device."]
   with fileio.open(os.path.join(workdir, "report.md"), "w") as f:
@@ -227,18 +225,16 @@ def table_row(kind, path):
     n_test, classes = m["num_test"], m["classes"]
     size = (m["run"].get("preprocessing") or {}).get("input_size")
   row, task = paper.lookup(config["eval"].get("paper_row", ""))
-  method = config["method"]
+  method = methods.get(config["method"])
   macs = xla = None
-  if method != "dsift" and size:
+  if method.NETWORK and size:
     cost = flops.forward_cost(config["model"]["backbone"], int(size), len(classes))
     macs, xla = cost["macs"], cost["xla_flops"]
-  label = row["label"] if row else (
-      f"DSIFT + SVM {config['dsift']['kernel']}" if method == "dsift" else
-      {"finetune": "DTL1 (fine-tune)", "svm": "DTL2 (features + SVM)"}.get(method, method)
-      + f" {config['model']['backbone']}")
-  return {"run": path, "label": label, "method": method, "backbone": config["model"]["backbone"] if method != "dsift"
-          else "-", "pretrain": row["pretrain"] if row else (
-              "- (no network)" if method == "dsift" else config["init"]["checkpoint"] or "random init"),
+  label = row["label"] if row else (f"{method.SHORT} {config['model']['backbone']}" if method.NETWORK else
+                                    f"{method.SHORT} {config['dsift']['kernel']}")
+  return {"run": path, "label": label, "method": method.NAME, "backbone": config["model"]["backbone"]
+          if method.NETWORK else "-", "pretrain": row["pretrain"] if row else (
+              config["init"]["checkpoint"] or "random init" if method.NETWORK else "- (no network)"),
           "macs": macs, "xla_flops": xla, "input_size": size, "n_test": n_test, "classes": len(classes),
           "evaluation": evaluation,
           "values": vals, "paper_row": config["eval"].get("paper_row", ""),

@@ -9,7 +9,7 @@ reads like a local one.
   WORKDIR/report/predictions.csv      file, true, predicted, correct, score_<class>..., prob_<class>...
   WORKDIR/report/holdout_predictions.csv, report/calibration.json, report/report.md and figures
   WORKDIR/heldout_scores.npz          DTL2's cross-validated train scores (calibration; reused on re-evaluation)
-  WORKDIR/{svm,finetune}/             one run per method when config.method names several (comparison.json)
+  WORKDIR/<method>/                   one run per method of config.compare (comparison.json)
   WORKDIR/cv.json, folds/<fold>/      a cross-validation (jfacediag.cv): one run per fold
 """
 import csv
@@ -17,7 +17,9 @@ import io
 import json
 import os
 
-from jfacediag import fileio
+import numpy as np
+
+from jfacediag import config_check, fileio
 
 CONFIG = "config.json"
 REPORT = "report"
@@ -31,7 +33,6 @@ HELDOUT_SCORES = "heldout_scores.npz"  # DTL2: cross-validated train-split score
 COMPARISON = "comparison.json"
 CV = "cv.json"
 FOLDS = "folds"
-METHODS = ("svm", "finetune")  # Sub-runs of a method comparison, in the order train runs them.
 
 
 def path(run_dir, name):
@@ -54,7 +55,7 @@ def _json(run_dir, name):
 def read_config(run_dir):
   """The run's config.json as a dict; a comparison's top directory is named as such."""
   if not fileio.exists(path(run_dir, CONFIG)):
-    subs = [d for d in METHODS if fileio.exists(path(path(run_dir, d), CONFIG))]
+    subs = [d for d in config_check.METHODS if fileio.exists(path(path(run_dir, d), CONFIG))]
     hint = f": it holds {', '.join(path(run_dir, d) for d in subs)}; pass one" if subs else ""
     raise FileNotFoundError(f"{run_dir} is not a run's workdir (no {CONFIG}){hint}")
   return _json(run_dir, CONFIG)
@@ -102,6 +103,21 @@ def write_json(run_dir, name, obj):
   fileio.makedirs(os.path.dirname(path(run_dir, name)) or run_dir)
   with fileio.open(path(run_dir, name), "w") as f:
     json.dump(obj, f, indent=2)
+
+
+def write_heldout(run_dir, scores, labels):
+  """Calibration's held-out data (cross-validated train-split scores of DTL2 and dsift), kept so that a
+  re-evaluation of the fitted model finds them."""
+  fileio.savez(path(run_dir, HELDOUT_SCORES), scores=scores, labels=labels)
+
+
+def read_heldout(run_dir):
+  """(scores, labels) written by write_heldout, or None."""
+  if not fileio.exists(path(run_dir, HELDOUT_SCORES)):
+    return None
+  with fileio.open(path(run_dir, HELDOUT_SCORES), "rb") as f:
+    z = np.load(f)
+    return z["scores"], z["labels"]
 
 
 def finished(where):

@@ -31,7 +31,7 @@ def fit(features, labels, num_classes, cfg, seed):
   cv = {}
   C = cfg.C
   if cfg.select_C:
-    grid = [float(c) for c in cfg.C_grid.split(",")]
+    grid = [float(c) for c in cfg.C_grid]
     folds = min(cfg.cv_folds, int(np.bincount(labels, minlength=num_classes).min()))
     if folds < 2:
       raise ValueError(f"svm.select_C needs at least 2 training images per class (smallest class has {folds})")

@@ -152,11 +152,11 @@ def test_huge_photo_is_downscaled_for_detection_and_cropped_from_the_original(tm
 
 
 def test_training_warns_about_a_style_mismatch(tmp_path, capsys):
-  from jfacediag import models, train  # pylint: disable=g-import-not-at-top
+  from jfacediag import models, network  # pylint: disable=g-import-not-at-top
   (tmp_path / "align.json").write_text(json.dumps({"settings": {"style": "facenet160"}}))
-  train.warn_alignment(str(tmp_path), models.get("iresnet50"))
+  network.warn_alignment(str(tmp_path), models.get("iresnet50"))
   assert "trained on 'arcface112'" in capsys.readouterr().out
-  train.warn_alignment(str(tmp_path), models.get("inception_resnet_v1"))
+  network.warn_alignment(str(tmp_path), models.get("inception_resnet_v1"))
   assert "WARNING" not in capsys.readouterr().out
 
 

@@ -15,7 +15,7 @@ import pytest
 from skimage import data
 
 from conftest import small_config
-from jfacediag import config_check, embed, predict, steps, train
+from jfacediag import checkpointing, config_check, embed, network, predict, steps, train
 from jfacediag import builtin
 from jfacediag.models import classifier, ensemble, weights
 from jfacediag.models import get as get_backbone
@@ -54,8 +54,8 @@ def _crops(n=4):
 
 
 def test_ensemble_features_are_each_members_own_features_normalised_and_joined(tiny_weights, tmp_path):
-  spec, pp, model, variables = train.build_model(_cfg(tmp_path, ["builtin:sface", tiny_weights]), ["a", "b"],
-                                                 str(tmp_path))
+  net = network.build(_cfg(tmp_path, ["builtin:sface", tiny_weights]), ["a", "b"], str(tmp_path))
+  spec, pp, model, variables = net.spec, net.pp, net.model, net.variables
   assert spec.feature_dim == 128 + 64 and pp.mean == (0, 0, 0) and pp.std == (1, 1, 1) and pp.input_size == 112
   assert spec.align_style == "arcface112" and spec.cam_layer == "members_0/bn1"
   crops = _crops()
@@ -90,7 +90,7 @@ def test_impossible_ensembles_are_refused_with_the_reason(tmp_path):
   c = small_config(tmp_path, method="svm", **{"init.checkpoint": "builtin:sface,builtin:sface",
                                               "model.backbone": "sface"})
   with pytest.raises(ValueError, match="several need model.backbone='ensemble'"):
-    train.build_model(c, ["a", "b"], str(tmp_path))
+    network.build(c, ["a", "b"], str(tmp_path))
   # The same mistakes are refused before any work, with the field.
   with pytest.raises(ValueError, match="several weights need model.backbone = 'ensemble'"):
     config_check.validate(c)
@@ -128,7 +128,7 @@ def test_dtl2_on_an_ensemble_predicts_like_its_report_and_exports_as_run_weights
   exported = builtin.resolve(f"run:{ft}")
   assert builtin.resolve(f"run:{ft}") == exported  # Exported once.
   tree, meta, pp = weights.load(exported)
-  state = train.checkpointing.Checkpoints(ft).restore_tree(int(json.load(open(
+  state = checkpointing.Checkpoints(ft).restore_tree(int(json.load(open(
       os.path.join(ft, "report", "metrics.json")))["run"]["checkpoint_step"]))
   for a, b in zip(jax.tree.leaves(tree["params"]), jax.tree.leaves(state["params"]["backbone"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -13,7 +13,7 @@ from PIL import Image
 import pytest
 
 from conftest import REPO, small_config, subprocess_env
-from jfacediag import calibration, flops, leakage, report, train
+from jfacediag import calibration, dataset, flops, leakage, report, train
 from jfacediag.data import prepare, splits, toy
 
 DSF_FOLDERS = ("Beta-thalassemia", "Hyperthyroidism", "Down syndrome", "Leprosy", "Healthy")
@@ -213,7 +213,7 @@ def test_cv_finetune_folds_select_on_an_inner_validation_split(toy_dir, tmp_path
   for f in range(3):
     c = cv.fold_config(base, str(toy_dir), 1, f, 3, 0.2, "")
     assert c.train.report_checkpoint == "best" and c.data.val_fraction == 0.2 and c.data.split_seed == 1
-    rows, _, _ = train.load_split(c, str(toy_dir), str(tmp_path / f"f{f}"))
+    rows, _, _ = dataset.load_split(c, str(toy_dir), str(tmp_path / f"f{f}"))
     by = {s: {r.file for r in rows if r.split == s} for s in ("train", "val", "test")}
     assert by["val"] and by["train"] and not (by["test"] & (by["train"] | by["val"])) and not by["val"] & by["train"]
     tested += sorted(by["test"])
@@ -261,7 +261,7 @@ def test_leakage_guard_finds_planted_duplicate_and_same_photo_pair(faces, tmp_pa
   monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
   root = tmp_path / "fixed"
   _face_folder(root, faces, "folders")
-  rows, _, leak = train.load_split(_leak_config(root, **{"data.split": "auto"}), str(root), str(tmp_path / "wd"))
+  rows, _, leak = dataset.load_split(_leak_config(root, **{"data.split": "auto"}), str(root), str(tmp_path / "wd"))
   cross = {frozenset((p["a"], p["b"])): p for p in leak["top_cross_split"]}
   print("\n".join(leakage.summary_lines(leak)))
   assert cross[frozenset(("test/a/p00_copy.jpg", "train/a/p00.png"))]["kind"] == "near"
@@ -281,11 +281,11 @@ def test_leakage_guard_finds_planted_duplicate_and_same_photo_pair(faces, tmp_pa
   for seed in range(4):
     kw = {"data.split": "fraction", "data.test_fraction": 0.5, "data.split_seed": seed,
           "leakage.cache": str(tmp_path / "pairs.json.gz")}
-    rows, _, leak = train.load_split(_leak_config(flat, **kw, **{"data.group_by": "identity"}), str(flat),
+    rows, _, leak = dataset.load_split(_leak_config(flat, **kw, **{"data.group_by": "identity"}), str(flat),
                                      str(tmp_path / f"g{seed}"))
     where = {r.file: r.split for r in rows}
     assert where["a/p00.png"] == where["a/p00_copy.jpg"] and where["a/astro_1.png"] == where["a/astro_2.png"]
     assert not sum(leak["cross_split"].values())
-    rows, _, leak = train.load_split(_leak_config(flat, **kw), str(flat), str(tmp_path / f"n{seed}"))
+    rows, _, leak = dataset.load_split(_leak_config(flat, **kw), str(flat), str(tmp_path / f"n{seed}"))
     separated |= bool(sum(leak["cross_split"].values()))
   assert separated

@@ -66,7 +66,7 @@ def test_a_resume_that_would_change_the_result_is_refused_naming_the_fields(toy_
   with pytest.raises(ValueError, match=r"model\.backbone: 'resnet_tiny' -> 'resnet18'"):
     train.run(small_config(toy_dir, epochs=2.0, **{"model.backbone": "resnet18"}), wd)
   # Harmless fields and an explicit override go through; extending the run is such an override.
-  out = train.run(small_config(toy_dir, epochs=3.0, **{"train.log_every_steps": 5, "resume_allow": "train.epochs"}),
+  out = train.run(small_config(toy_dir, epochs=3.0, **{"train.log_every_steps": 5, "resume_allow": ("train.epochs",)}),
                   wd)
   assert out is not None and out["accuracy"]["value"] >= 0
 

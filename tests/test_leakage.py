@@ -18,7 +18,7 @@ import pytest
 from skimage import data
 
 from conftest import REPO, small_config
-from jfacediag import base_config, leakage, train
+from jfacediag import base_config, dataset, leakage
 from jfacediag.align import cli as align_cli
 from jfacediag.data import splits
 
@@ -168,7 +168,7 @@ def test_alignment_drops_reach_the_run_and_aligned_crops_are_not_detected_again(
                          "center"]) == 0
   c = small_config(dst, method="svm", **{"data.split": "fraction", "data.test_fraction": 0.5})
   c.leakage.embedder = "builtin:sface"
-  rows, _, leak = train.load_split(c, str(dst), str(tmp_path / "wd"))
+  rows, _, leak = dataset.load_split(c, str(dst), str(tmp_path / "wd"))
   skipped = {r.file: r.reason for r in rows if r.split == "skipped"}
   assert skipped == {"[not aligned] q/broken.jpg": skipped.get("[not aligned] q/broken.jpg")}
   assert "alignment: unreadable" in skipped["[not aligned] q/broken.jpg"]

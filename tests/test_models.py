@@ -79,7 +79,7 @@ def test_svm_selects_C_on_train_only():
   labels = np.repeat([0, 1], 12)
   feats = rng.normal(0, 1, (24, 5)) + labels[:, None]
   cfg = base_config.get_config().svm
-  cfg.select_C, cfg.C_grid, cfg.cv_folds = True, "0.01,1", 3
+  cfg.select_C, cfg.C_grid, cfg.cv_folds = True, (0.01, 1.0), 3
   fit, _ = svm.fit(feats, labels, 2, cfg, seed=0)
   assert set(fit.cv) == {"0.01", "1.0"} and fit.C in (0.01, 1.0)
 

@@ -227,13 +227,13 @@ def test_aligned_crops_are_fed_whole(tmp_path, ours):
 
 def test_training_feeds_an_aligned_folder_whole(tmp_path):
   from configs import toy  # pylint: disable=g-import-not-at-top
-  from jfacediag import train  # pylint: disable=g-import-not-at-top
+  from jfacediag import network  # pylint: disable=g-import-not-at-top
   c = toy.get_config()
   c.model.input_size = 32
-  _, pp, _, _ = train.build_model(c, ["a", "b"], str(tmp_path))
+  pp = network.build(c, ["a", "b"], str(tmp_path)).pp
   assert pp.resize_size > pp.input_size  # A folder of photos: resized and centre-cropped as the backbone's upstream.
   (tmp_path / "align.json").write_text('{"settings": {"style": "paper", "size": 0}}')
-  _, pp, _, _ = train.build_model(c, ["a", "b"], str(tmp_path))
+  pp = network.build(c, ["a", "b"], str(tmp_path)).pp
   assert pp.resize_size == pp.input_size == 32
 
 

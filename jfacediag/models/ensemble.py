@@ -1,6 +1,6 @@
 """Several converted backbones as one: `config.model.backbone = "ensemble"` with comma-separated `init.checkpoint`.
 
-  python -m jfacediag.train --config configs/demo.py --config.method=svm --config.model.backbone=ensemble \
+  python -m jfacediag.train --config configs/demo.py:method=svm --config.model.backbone=ensemble \
       --config.init.checkpoint=builtin:sface,run:runs/demo/finetune
 
 The members share one aligned crop (so they must share an alignment style) and receive it as 0-255 RGB pixels;

@@ -1,0 +1,179 @@
+"""A run's data: the folder (given or generated), its split (WORKDIR/manifest.csv, reused on resume), the leakage
+guard's result, and the checks that refuse data which cannot give a meaningful result.
+
+  ds = dataset.prepare(config, workdir)   # ds.root, ds.classes, ds.train = (files, labels), ds.test, ...
+"""
+import dataclasses
+import json
+import os
+
+import jax
+
+from jfacediag import fileio, leakage, progress
+from jfacediag.align import folder as aligner
+from jfacediag.data import aligned_folder, lfw_subset, splits, toy
+
+SPLITS = ("train", "val", "test", "holdout")
+_LEAK_SHOWN = set()  # (data dir, split) whose leakage summary this process printed in full.
+
+
+@dataclasses.dataclass
+class Dataset:
+  root: str  # The class folders.
+  classes: list  # Class names, in label order.
+  rows: list  # splits.Row for every file, skipped ones included (the manifest).
+  leak: dict  # The leakage guard's summary (WORKDIR/leakage.json), None when the guard is off.
+  examples: dict  # {split: (files, int32 labels)} for SPLITS.
+
+  @property
+  def train(self):
+    return self.examples["train"]
+
+  @property
+  def val(self):
+    return self.examples["val"]
+
+  @property
+  def test(self):
+    return self.examples["test"]
+
+  @property
+  def holdout(self):
+    return self.examples["holdout"]
+
+  @property
+  def skipped(self):
+    """[(file, class, reason)] of the files left out (unreadable, no face, ...)."""
+    return [(r.file, r.class_name, r.reason) for r in self.rows if r.split == "skipped"]
+
+  @property
+  def counts(self):
+    """{split: images}; holdout only when the data have one."""
+    return {s: len(self.examples[s][0]) for s in SPLITS if s != "holdout" or self.examples[s][0]}
+
+
+def prepare(config, workdir):
+  """The data of a run: folder, split (written to WORKDIR on process 0), leakage guard; logs a summary and raises
+  ValueError on data that cannot be trained and tested on."""
+  root = data_dir_for(config.data, workdir)
+  rows, classes, leak = load_split(config, root, workdir)
+  ds = Dataset(root, classes, rows, leak, {s: splits.examples(rows, classes, s) for s in SPLITS})
+  skipped = ds.skipped
+  progress.log(f"Data {root}: {len(classes)} classes, {ds.counts}; {len(skipped)} file(s) skipped"
+               + "".join(f"\n  skipped {f}: {r}" for f, _, r in skipped[:20])
+               + (f"\n  ... and {len(skipped) - 20} more (WORKDIR/manifest.csv lists them)" if len(skipped) > 20
+                  else ""))
+  if leak is not None:
+    key = (root, hash(tuple(sorted((r.file, r.split) for r in rows))))
+    if key in _LEAK_SHOWN:  # A method comparison: the same data and split as the method before.
+      progress.log(f"Leakage guard: as reported above for this data and split "
+                   f"({sum(leak['cross_split'].values())} pair(s) across the split).")
+    else:
+      _LEAK_SHOWN.add(key)
+      progress.log(("WARNING: leakage: " if sum(leak["cross_split"].values()) else "Leakage guard: ")
+                   + "\n".join(leakage.summary_lines(leak)))
+  for s in ("train", "test"):
+    if not ds.counts[s]:
+      raise ValueError(f"The {s} split is empty; check data.split and the folder {root}")
+  check_classes(rows, classes, root, config)
+  return ds
+
+
+def data_dir_for(cfg, workdir):
+  """config.data.dir, or a generated folder under WORKDIR/data for data.generate='toy' or 'lfw_subset'."""
+  if cfg.dir:
+    return os.path.abspath(os.path.expanduser(cfg.dir))
+  if cfg.generate not in ("", "toy", "lfw_subset"):
+    raise ValueError(f"data.generate={cfg.generate!r}; expected '', 'toy' or 'lfw_subset'")
+  if fileio.is_remote(workdir):
+    raise ValueError(f"data.generate={cfg.generate!r} writes images into the workdir, which must then be local; "
+                     f"got {workdir}. Generate locally and pass --config.data.dir")
+  if cfg.generate == "toy":
+    root = os.path.join(workdir, "data")
+    toy.make_folder(root, num_classes=3, per_class=cfg.train_per_class + cfg.test_per_class)
+    return root
+  if cfg.generate == "lfw_subset":  # The photos in data/photos, aligned (resumable) into data/aligned.
+    photos, aligned = os.path.join(workdir, "data", "photos"), os.path.join(workdir, "data", "aligned")
+    lfw_subset.write_photos(photos)
+    if not aligned_folder.settings(aligned):
+      aligner.align(photos, aligned, aligner.Options(style="arcface112", fallback="center"))
+    return aligned
+  raise ValueError("config.data.dir is empty: pass --config.data.dir=/path/to/class/folders "
+                   "(or data.generate='toy' / 'lfw_subset' for a generated folder)")
+
+
+def load_split(config, root, workdir):
+  """Reuses WORKDIR/manifest.csv when present (after checking its settings), else scans and splits.
+
+  Returns (rows, classes, leak): leak is the leakage guard's result (WORKDIR/leakage.json), None when off.
+  """
+  cfg = config.data
+  wanted_classes = list(cfg.classes) or None
+  rows, stored, classes = splits.read(workdir)
+  wanted = splits.settings_for(cfg, splits.layout_of(root))
+  leak_path = os.path.join(workdir, leakage.LEAKAGE_FILE)
+  if rows is not None:
+    splits.check_same_settings(stored, wanted)
+    if wanted_classes and wanted_classes != classes:
+      raise ValueError(f"data.classes={wanted_classes} differs from the manifest's class order {classes}")
+    leak = leakage.upgrade(json.loads(fileio.read_text(leak_path))) if fileio.exists(leak_path) else None
+    return rows, classes, leak
+  layout, classes, rows = splits.scan(root, wanted_classes, show_progress=jax.process_index() == 0)
+  if cfg.group_by and cfg.group_by not in leakage.GROUP_KINDS:
+    raise ValueError(f"data.group_by={cfg.group_by!r}; expected '', {', '.join(map(repr, leakage.GROUP_KINDS))}")
+  if cfg.group_by == "identity" and not config.leakage.embedder:
+    raise ValueError("data.group_by='identity' needs leakage.embedder (face-recognition weights, e.g. builtin:sface)")
+  rows += alignment_drops(root, classes)
+  found = None
+  if config.leakage.check or cfg.group_by:
+    usable = [r.file for r in rows if r.split != "skipped"]
+    lcfg = config.leakage.copy_and_resolve_references()
+    if cfg.group_by == "duplicates" and not config.leakage.check:
+      lcfg.embedder = ""
+    found = leakage.find_pairs_cached(root, usable, lcfg, config.leakage.cache, jax.process_index() == 0)
+  group_of = leakage.groups([r.file for r in rows if r.split != "skipped"], found,
+                            leakage.GROUP_KINDS[cfg.group_by]) if cfg.group_by else None
+  settings = splits.assign(rows, classes, layout, cfg, group_of)
+  split_of = {r.file: r.split for r in rows}
+  leak = leakage.summarise(found, split_of, cfg.group_by, config.leakage.top_pairs) if found is not None else None
+  if jax.process_index() == 0:
+    splits.write(workdir, rows, settings, classes)
+    if leak is not None:
+      leakage.write(workdir, found, leak, root, split_of)
+  return rows, classes, leak
+
+
+def check_classes(rows, classes, root, config):
+  """Refuses data that cannot give a meaningful result: one class, or a class with no training or test image, or a
+  fine-tuning batch larger than the training split."""
+  if len(classes) < 2:
+    raise ValueError(f"{root} has one class ({classes[0]!r}): a classifier needs at least two class folders")
+  missing = [f"{c!r} ({s})" for c in classes for s in ("train", "test")
+             if not any(r.class_name == c and r.split == s for r in rows)]
+  if missing:
+    raise ValueError(f"no image of class {', '.join(missing)} in that split; each class needs at least one "
+                     f"training and one test image (data.split={config.data.split!r}, {root})")
+  n_train = sum(r.split == "train" for r in rows)
+  if config.method == "finetune" and config.input.batch_size > n_train:
+    raise ValueError(f"input.batch_size={config.input.batch_size} is larger than the {n_train} training images; "
+                     f"use at most {n_train}")
+
+
+def alignment_drops(root, classes):
+  """Photos that jfacediag.align left out of `root` (no face, unreadable), as skipped manifest rows, so that the
+  run's manifest and report count them; rows for a class not among `classes` are listed under their folder."""
+  if not aligned_folder.settings(root):
+    return []
+  # --fallback center wrote a crop for a faceless photo: it is in the data (and the leakage guard skips it).
+  fallback = {r["source"] for r in aligned_folder.read_rows(root, aligned_folder.MANIFEST) if r.get("fallback")}
+  out = []
+  for name in (aligned_folder.NO_FACE, aligned_folder.ERRORS):
+    for r in aligned_folder.read_rows(root, name):
+      if r["source"] in fallback:
+        continue
+      parts = r["source"].split("/")
+      cls = next((p for p in parts[:-1] if p in classes), parts[0] if len(parts) > 1 else "")
+      reason = (f"alignment: unreadable ({r.get('reason', '')})" if name == aligned_folder.ERRORS else
+                "alignment: no face found (no_face.csv)")
+      out.append(splits.Row(f"[not aligned] {r['source']}", cls, "skipped", reason))
+  return out
