@@ -23,9 +23,15 @@ class Outcome:
   pp: object = None  # Its Preprocessing, None without a network.
 
 
-def network_outcome(config, ds, net, variables, step, checkpoint, heldout, mesh):
-  """The Outcome of a network method: the trained `variables` scored on the test (and holdout) images."""
+def predictor(config, ds, net, mesh):
+  """scores(variables, (files, labels)) -> logits, with one jitted predict step (compiled once per run)."""
   predict = steps.make_predict_step(net.model, mesh, steps.compute_dtype(config.dtype))
-  scores = {s: steps.run_batches(predict, variables, ds.root, *ds.examples[s], net.pp, config.input.eval_batch_size,
-                                 mesh, len(ds.classes)) for s in ("test", "holdout") if ds.examples[s][0]}
-  return Outcome(scores, heldout, step, checkpoint, net.spec, net.pp)
+  return lambda variables, examples: steps.run_batches(predict, variables, ds.root, *examples, net.pp,
+                                                       config.input.eval_batch_size, mesh, len(ds.classes))
+
+
+def network_outcome(ds, net, variables, step, checkpoint, heldout, scores):
+  """The Outcome of a network method: the trained `variables` scored (`scores`, from predictor) on the test and
+  holdout images."""
+  return Outcome({s: scores(variables, ds.examples[s]) for s in ("test", "holdout") if ds.examples[s][0]}, heldout,
+                 step, checkpoint, net.spec, net.pp)

@@ -25,23 +25,18 @@ NETWORK = True
 def run(config, workdir, ds):
   net = network.build(config, ds.classes, ds.root)
   mesh = sharding.make_mesh()
-  trained = train(config, workdir, ds, net, mesh)
+  scores = base.predictor(config, ds, net, mesh)
+  trained = train(config, workdir, ds, net, mesh, scores)
   if trained is None:
     return None
   variables, step, which = trained
   heldout = None  # The validation logits of the reported model: calibration's held-out data.
   if ds.val[0]:
-    heldout = (_scores(config, ds, net, variables, mesh, ds.val), ds.val[1])
-  return base.network_outcome(config, ds, net, variables, step, which, heldout, mesh)
+    heldout = (scores(variables, ds.val), ds.val[1])
+  return base.network_outcome(ds, net, variables, step, which, heldout, scores)
 
 
-def _scores(config, ds, net, variables, mesh, examples):
-  predict = steps.make_predict_step(net.model, mesh, steps.compute_dtype(config.dtype))
-  return steps.run_batches(predict, variables, ds.root, *examples, net.pp, config.input.eval_batch_size, mesh,
-                           len(ds.classes))
-
-
-def train(config, workdir, ds, net, mesh):
+def train(config, workdir, ds, net, mesh, scores):
   """Returns (variables to report, their step, "last" or "best"), or None when stopped early."""
   (tr_files, tr_labels), (va_files, va_labels) = ds.train, ds.val
   model, variables, pp, cfg = net.model, net.variables, net.pp, config.train
@@ -107,7 +102,7 @@ def train(config, workdir, ds, net, mesh):
 
     val = None
     if has_val and (done % eval_every == 0 or done == total):
-      logits = _scores(config, ds, net, {"params": state.params, "batch_stats": state.batch_stats}, mesh, ds.val)
+      logits = scores({"params": state.params, "batch_stats": state.batch_stats}, ds.val)
       val = {"val_loss": calibration.log_loss(logits, va_labels),
              "val_accuracy": float(np.mean(logits.argmax(1) == va_labels))}
       writer.write(done, epoch=done / steps_per_epoch, **val)

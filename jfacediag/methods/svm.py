@@ -37,8 +37,8 @@ def run(config, workdir, ds):
     state, meta = ckpts.restore(ckpts.latest_step(), like)
     progress.log(f"Found a fitted SVM in {workdir} (C={meta['C']}); re-evaluating it.")
     ckpts.close()
-    return base.network_outcome(config, ds, net, {"params": state.params, "batch_stats": state.batch_stats}, 0,
-                                NAME, rundir.read_heldout(workdir), mesh)
+    return base.network_outcome(ds, net, {"params": state.params, "batch_stats": state.batch_stats}, 0, NAME,
+                                rundir.read_heldout(workdir), base.predictor(config, ds, net, mesh))
 
   extract = steps.make_feature_step(net.model, mesh, steps.compute_dtype(config.dtype))
   dim = variables["params"]["head"]["kernel"].shape[0]
@@ -58,5 +58,5 @@ def run(config, workdir, ds):
     rundir.write_heldout(workdir, *heldout)
   ckpts.save(0, state, {"method": NAME, "C": fit.C, "cv_accuracy": fit.cv, "multiclass": config.svm.multiclass})
   ckpts.close()
-  return base.network_outcome(config, ds, net, {"params": state.params, "batch_stats": state.batch_stats}, 0, NAME,
-                              heldout, mesh)
+  return base.network_outcome(ds, net, {"params": state.params, "batch_stats": state.batch_stats}, 0, NAME,
+                              heldout, base.predictor(config, ds, net, mesh))
