@@ -2,11 +2,11 @@
 a resumed workdir refuses settings that would change its result.
 
 `validate(config)` runs at the start of every run (train, each cv fold); it also splits a list field given on the
-command line as one comma-separated string (--config.data.classes=a,b) into its items. `check_resume(config, workdir)` keeps
-WORKDIR/run_config.json, the config the workdir's first trained state was made with, and compares a resumed run
-against it: every difference that changes the result stops the run, naming the fields (old -> new), unless listed
-in `config.resume_allow` (e.g. "train.epochs" to extend a run, accepting that it no longer equals an uninterrupted
-run of the new length). Fields that never change the trained model or its scores (HARMLESS) may always differ.
+command line as one comma-separated string (--config.data.classes=a,b) into its items. `check_resume(config, workdir)`
+keeps WORKDIR/run_config.json, the config the workdir's first trained state was made with, and compares a resumed run
+against it: every difference that changes the result stops the run, naming the fields (old -> new), unless listed in
+`config.resume_allow` (e.g. "train.epochs" to extend a run, accepting that it no longer equals an uninterrupted run of
+the new length). Fields that never change the trained model or its scores (HARMLESS) may always differ.
 """
 import json
 import os
@@ -80,6 +80,14 @@ def _get(config, path):
   return node
 
 
+def _number(text):
+  """A C_grid item as a float; a string that is not a number stays a string, for validate to name."""
+  try:
+    return float(text)
+  except ValueError:
+    return text
+
+
 def _split_commas(config):
   for path in LISTS:
     value = _get(config, path)
@@ -87,7 +95,7 @@ def _split_commas(config):
       parent, _, key = path.rpartition(".")
       node = _get(config, parent) if parent else config
       items = tuple(p.strip() for v in value for p in (v.split(",") if isinstance(v, str) else [v]) if str(p).strip())
-      node[key] = tuple(float(p) for p in items) if path == "svm.C_grid" else items
+      node[key] = tuple(_number(p) for p in items) if path == "svm.C_grid" else items
 
 
 def validate(config):
@@ -153,7 +161,7 @@ def _legacy(flat):
   for k in LISTS:
     if isinstance(flat.get(k), str):
       items = [p.strip() for p in flat[k].split(",") if p.strip()]
-      flat[k] = [float(p) for p in items] if k == "svm.C_grid" else items
+      flat[k] = [_number(p) for p in items] if k == "svm.C_grid" else items
   flat.setdefault("compare", [])
   return flat
 

@@ -9,11 +9,11 @@ The paper's numbers: binary = beta-thalassemia vs healthy, 60 test images (Table
 sensitivity, specificity, F1 with beta-thalassemia positive; AUC from Figs. 4-5 where given); multi = the five DSF
 classes, 150 test images (Tables 5 and 6: accuracy). All percentages.
 
-Settings the paper leaves unstated are fields with the defaults below (paper.md section 6): batch size 16,
-224 px crops (112 for ArcFace/SFace), no augmentation, constant learning rate, DTL1 for 24 epochs (the paper's
-reported epoch), no validation split (the paper had none: add --config.data.val_fraction=0.125 to calibrate and
-pick the epoch on 5 of the 40 training images per class), SVM C by inner 5-fold CV on train over 1e-3..1e3,
-standardised features, one-vs-rest.
+Settings the paper leaves unstated are fields with the defaults below (README: Reproducing the paper with DSF): batch
+size 16, 224 px crops (112 for ArcFace/SFace), no augmentation, constant learning rate, DTL1 for 24 epochs (the paper's
+reported epoch), no validation split (the paper had none: add --config.data.val_fraction=0.125 to calibrate and pick the
+epoch on 5 of the 40 training images per class), SVM C by inner 5-fold CV on train over 1e-3..1e3, standardised
+features, one-vs-rest.
 """
 from jfacediag import base_config
 

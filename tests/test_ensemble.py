@@ -53,6 +53,7 @@ def _crops(n=4):
           for k in range(n)]
 
 
+@pytest.mark.slow
 def test_ensemble_features_are_each_members_own_features_normalised_and_joined(tiny_weights, tmp_path):
   net = network.build(_cfg(tmp_path, ["builtin:sface", tiny_weights]), ["a", "b"], str(tmp_path))
   spec, pp, model, variables = net.spec, net.pp, net.model, net.variables
@@ -66,6 +67,9 @@ def test_ensemble_features_are_each_members_own_features_normalised_and_joined(t
     e = embed.Embedder(w)(crops)
     parts.append(e / np.linalg.norm(e, axis=1, keepdims=True))
   np.testing.assert_allclose(got, np.concatenate(parts, 1), atol=2e-5)
+
+
+def test_members_are_averaged_or_joined_and_resized_to_their_own_input():
   # "mean" averages members of equal size; a member at another input side is resized inside the module.
   spec2 = ensemble.make_spec([("sface", get_backbone("sface").preprocessing)] * 2, "mean")
   m2 = classifier.Classifier(spec2.make(), 2)

@@ -88,8 +88,9 @@ def test_calibration_lowers_ece_of_an_over_confident_model():
 
 
 # == FLOPs =============================================================================================================
-@pytest.mark.parametrize("backbone,paper_g", [("vgg16", 15.47), ("vgg_face", 15.47), ("resnet50_vggface2", 3.87),
-                                              ("senet50_vggface2", 3.88)])
+@pytest.mark.parametrize("backbone,paper_g", [("vgg16", 15.47), ("vgg_face", 15.47),
+                                              pytest.param("resnet50_vggface2", 3.87, marks=pytest.mark.slow),
+                                              pytest.param("senet50_vggface2", 3.88, marks=pytest.mark.slow)])
 def test_flops_match_the_papers_table(backbone, paper_g):
   cost = flops.forward_cost(backbone, 224, 2)  # Traced and compiled from abstract shapes: nothing runs.
   print(f"{backbone}: {cost['macs'] / 1e9:.3f} G multiply-adds (paper {paper_g} G), "
@@ -99,6 +100,7 @@ def test_flops_match_the_papers_table(backbone, paper_g):
   assert 0.95 < cost["xla_flops"] / (2 * cost["macs"]) < 1.0
 
 
+@pytest.mark.slow
 def test_torchvision_resnet50_costs_more_than_the_papers():
   assert flops.forward_cost("resnet50", 224, 2)["macs"] / 1e9 == pytest.approx(4.09, rel=0.01)
 
@@ -257,6 +259,7 @@ def _leak_config(root, **kw):
   return c
 
 
+@pytest.mark.slow
 def test_leakage_guard_finds_planted_duplicate_and_same_photo_pair(faces, tmp_path, monkeypatch):
   monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
   root = tmp_path / "fixed"

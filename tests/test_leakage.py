@@ -59,6 +59,7 @@ def truth_folder(tmp_path_factory, obama):
   return root
 
 
+@pytest.mark.slow
 def test_same_photo_and_same_person_are_told_apart(truth_folder, tmp_path, monkeypatch):
   monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
   files = sorted(os.path.relpath(p, truth_folder) for p in glob.glob(os.path.join(truth_folder, "*", "*")))
@@ -125,6 +126,7 @@ def test_a_grouping_that_breaks_the_split_is_refused_with_the_cluster_sizes():
   splits.assign([splits.Row(r.file, r.class_name, "") for r in rows], ["a", "b"], "flat", cfg, fine)
 
 
+@pytest.mark.slow
 def test_output_stays_small_whatever_the_number_of_pairs(tmp_path):
   n = 3000
   files = [f"{'ab'[i % 2]}/{i:05d}.png" for i in range(n)]

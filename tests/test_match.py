@@ -191,6 +191,7 @@ def faces_gallery(tmp_path_factory, obama):
   return root
 
 
+@pytest.mark.slow
 def test_leave_one_out_on_real_faces_ranks_the_same_identity_first(faces_gallery, tmp_path, monkeypatch):
   monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "jcache"))
   out = tmp_path / "loo"

@@ -34,6 +34,7 @@ def _parity(name, src, out):
   assert set(diffs) == {"features"} and diffs["features"][1] <= TOL, diffs
 
 
+@pytest.mark.slow
 def test_xiaoccer_legacy_checkpoint_converts_and_matches(tmp_path):
   model, sd = _random_state("mobilefacenet_112x96")
   src = tmp_path / "068.ckpt"  # Xiaoccer's train.py: torch.save({'epoch': epoch, 'net_state_dict': ...}, '%03d.ckpt').
@@ -60,6 +61,7 @@ def test_treb1en_state_dict_converts_and_matches(tmp_path):
   assert torch.allclose(torch.nn.functional.normalize(feats), feats / feats.norm(dim=1, keepdim=True))
 
 
+@pytest.mark.slow
 def test_the_other_variant_is_named_when_the_file_does_not_fit(tmp_path, capsys):
   _, sd = _random_state("mobilefacenet_112x96")
   torch.save({"epoch": 1, "net_state_dict": sd}, tmp_path / "x.ckpt")

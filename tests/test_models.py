@@ -25,8 +25,7 @@ def test_feature_layer_is_the_input_of_the_head(name, dim):
   assert models.get(name).feature_dim == dim
   assert v["params"]["head"]["kernel"].shape == (dim, 3)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-  f = model.apply(v, x, method="features")
-  logits = model.apply(v, x)
+  f, logits = jax.jit(lambda v, x: (model.apply(v, x, method="features"), model.apply(v, x)))(v, x)
   np.testing.assert_allclose(logits, f @ v["params"]["head"]["kernel"] + v["params"]["head"]["bias"], atol=1e-5)
 
 

@@ -40,6 +40,7 @@ def test_predictions_for_a_folder_match_the_evaluation(finetune_run, toy_dir, tm
   assert meta["calibration"].startswith("none") and "not a medical device" in meta["note"]
 
 
+@pytest.mark.slow
 def test_no_face_is_flagged_and_unreadable_is_reported(finetune_run, toy_dir, tmp_path, capsys):
   photo = os.path.join(str(toy_dir), "a_circle", "0000.png")
   junk = tmp_path / "junk.jpg"
@@ -121,6 +122,7 @@ def test_regions_partition_a_template_face_and_svm_runs_explain_through_the_svm(
   assert len(agg) == len(explain.REGIONS) and (tmp_path / "out" / "regions_by_class.png").exists()
 
 
+@pytest.mark.slow
 def test_photos_unlike_the_training_data_are_flagged(finetune_run, toy_dir, tmp_path, capsys):
   from skimage import data  # pylint: disable=g-import-not-at-top
   Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")

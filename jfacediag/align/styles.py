@@ -1,4 +1,5 @@
-"""Alignment styles: how a detected face becomes the crop a backbone was trained on (backbones.md §7).
+"""Alignment styles: how a detected face becomes the crop a backbone was trained on (README: What each network
+receives).
 
 Each style writes the network's input crop itself: the input pipeline feeds aligned crops as they are (resized to
 the input side if it differs), never cropping them a second time. Where an upstream exists the crop equals it

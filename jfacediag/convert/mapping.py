@@ -25,7 +25,8 @@ def _tensor(arch, flax_path, leaf, t):
   if t.ndim == 4:  # Conv OIHW -> HWIO.
     return t.transpose(2, 3, 1, 0)
   if t.ndim == 2:
-    if flax_path in arch.nchw:  # Rows of an NCHW flatten -> rows of an NHWC flatten (conversion.md §4).
+    # Rows of an NCHW flatten -> rows of an NHWC flatten (README: Converting face-recognition weights).
+    if flax_path in arch.nchw:
       c, h, w = arch.nchw[flax_path]
       o = t.shape[0]
       if t.shape[1] != c * h * w:

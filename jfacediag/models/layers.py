@@ -1,5 +1,6 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
-adaptive average pooling, a depthwise conv that trains fast on CPU. Padding is always explicit (conversion.md §3)."""
+adaptive average pooling, a depthwise conv that trains fast on CPU. Padding is always explicit (README: Converting
+face-recognition weights)."""
 import contextlib
 import functools
 import math
@@ -28,7 +29,7 @@ def _cpu_form():
 
 def torch_batch_norm(train, epsilon=1e-5):
   """nn.BatchNorm as torch's: momentum 0.9 in Flax's convention is torch's 0.1, and use_fast_variance=False is
-  torch's two-pass variance. epsilon is per architecture (conversion.md)."""
+  torch's two-pass variance. epsilon is per architecture (set in each model file)."""
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=epsilon,
                            use_fast_variance=False)
 

@@ -1,4 +1,5 @@
-"""PyTorch reference modules with the upstream state_dict key names and shapes (backbones.md), for parity checks.
+"""PyTorch reference modules with the upstream state_dict key names and shapes (each model file names its upstream),
+for parity checks.
 
 Written from the upstream definitions (torchvision, cydonia999/VGGFace2-pytorch, prlz77 and albanie VGG-Face
 ports, insightface arcface_torch, facenet-pytorch, TreB1eN/InsightFace_Pytorch and Xiaoccer/MobileFaceNet_Pytorch);
