@@ -28,6 +28,7 @@ def _iod(face):
   return float(np.linalg.norm(face.landmarks[0] - face.landmarks[1]))
 
 
+@pytest.mark.slow
 def test_both_detectors_find_the_astronaut_and_agree(yunet, mtcnn_det):
   img = data.astronaut()
   y, m = yunet.detect(img), mtcnn_det.detect(img)

@@ -109,6 +109,7 @@ def test_weights_round_trip_and_mismatch_diff(tmp_path):
   np.testing.assert_array_equal(kept["conv1"]["kernel"], fresh["params"]["conv1"]["kernel"])
 
 
+@pytest.mark.slow
 def test_freeze_regex_and_schedules():
   model = _model()
   params = steps.init_variables(model, 0, 32)["params"]

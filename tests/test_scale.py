@@ -5,6 +5,7 @@ import shlex
 import subprocess
 import sys
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,8 +56,8 @@ def test_two_processes_match_one_process_with_four_devices(toy_dir, tmp_path):
     assert ck.latest_step() == 9
     states[procs] = restore_raw(ck, 9)
     ck.close()
-  flat1 = {k: np.asarray(v) for k, v in _flatten(states[1]["params"]).items()}
-  flat2 = {k: np.asarray(v) for k, v in _flatten(states[2]["params"]).items()}
+  flat1 = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(states[1]["params"], sep="/").items()}
+  flat2 = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(states[2]["params"], sep="/").items()}
   assert flat1.keys() == flat2.keys()
   worst = max(float(np.abs(flat1[k] - flat2[k]).max()) for k in flat1)
   print("final params, max |diff| between 1 and 2 processes:", worst)
@@ -73,16 +74,6 @@ def test_two_processes_match_one_process_with_four_devices(toy_dir, tmp_path):
   after = (runs[2] / "report" / "predictions.csv").read_text()
   scores = lambda text: np.array([[float(v) for v in l.split(",")[4:]] for l in text.splitlines()[1:]])  # noqa: E731
   np.testing.assert_allclose(scores(after), scores(before), atol=1e-5)
-
-
-def _flatten(tree, prefix=""):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def _dry(*args, env=None):

@@ -3,9 +3,10 @@ r"""Times single convolutions, forward and both gradients: XLA's convolution, jf
   python tools/bench_convs.py
 
 Reproduces the figures quoted in jfacediag/models/layers.py and the README's benchmark section: a depthwise 3x3
-(56x56x128, batch 16), a 1x1 conv (56x56, 64 -> 128, batch 16), ResNet-50's 7x7/2 stem (224 px, batch 8) and a
-plain 3x3 conv (56x56x64, batch 8), each as XLA's convolution, as the layers.py form that replaces it on CPU, and
-(where it applies) PyTorch's conv2d on all cores. Also prints the largest difference between the two JAX forms.
+(56x56x128, batch 16), a 1x1 conv (56x56, 64 -> 128, batch 16), ResNet-50's 7x7/2 stem (224 px, batch 8) and 3x3
+convs (56x56x64, 112x112x64, 56x56x256, 112x112x64 stride 2; batch 8), each as XLA's convolution, as the layers.py
+form that replaces it on CPU, and PyTorch's conv2d on all cores. Also prints the largest difference between the two
+JAX forms.
 """
 import os
 import time
@@ -53,30 +54,31 @@ def main():
       ("depthwise 3x3", (16, 56, 56, 128), (3, 3, 1, 128), 1, 1, 128, layers.DepthwiseConv(3, 1, 1)),
       ("1x1 conv", (16, 56, 56, 64), (1, 1, 64, 128), 1, 0, 1, layers.PointwiseConv(128)),
       ("stem 7x7/2", (8, 224, 224, 3), (7, 7, 3, 64), 2, 3, 1, layers.ImageConv(64, 7, 2, 3, use_bias=False)),
-      ("3x3 conv", (8, 56, 56, 64), (3, 3, 64, 64), 1, 1, 1, None),
+      ("3x3 conv", (8, 56, 56, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
+      ("3x3 conv", (8, 112, 112, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
+      ("3x3 conv", (8, 56, 56, 256), (3, 3, 256, 256), 1, 1, 1, layers.Conv(256, 3, 1, 1, use_bias=False)),
+      ("3x3/2 conv", (8, 112, 112, 64), (3, 3, 64, 128), 2, 1, 1, layers.Conv(128, 3, 2, 1, use_bias=False)),
   ]
-  print(f"{'':16s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
-        "max |diff|")
+  print(f"{'':30s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
+        "largest relative difference (output, d input, d kernel)")
   for name, shape, w_shape, stride, pad, groups, module in cases:
+    name = f"{name} {'x'.join(map(str, shape[1:]))}->{w_shape[3]}"
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=w_shape) * 0.05, jnp.float32)
     conv = jax.jit(lambda x, w, s=stride, p=pad, g=groups: _conv(x, w, s, p, g))
     grad = jax.jit(jax.grad(lambda x, w, s=stride, p=pad, g=groups: (_conv(x, w, s, p, g) ** 2).sum(), (0, 1)))
-    row = [_ms(lambda: conv(x, w)), _ms(lambda: grad(x, w))]
-    diff = ""
-    if module is not None:
-      v = {"params": {"kernel": w}}
-      fwd = jax.jit(lambda v, x, m=module: m.apply(v, x))
-      bwd = jax.jit(jax.grad(lambda v, x, m=module: (m.apply(v, x) ** 2).sum(), (0, 1)))
-      row += [_ms(lambda: fwd(v, x)), _ms(lambda: bwd(v, x))]
-      diff = f"{float(jnp.abs(fwd(v, x) - conv(x, w)).max()):.1e}"
-    else:
-      row += [float("nan"), float("nan")]
+    v = {"params": {"kernel": w}}
+    fwd = jax.jit(lambda v, x, m=module: m.apply(v, x))
+    bwd = jax.jit(jax.grad(lambda v, x, m=module: (m.apply(v, x) ** 2).sum(), (0, 1)))
+    row = [_ms(lambda: conv(x, w)), _ms(lambda: grad(x, w)), _ms(lambda: fwd(v, x)), _ms(lambda: bwd(v, x))]
+    rel = lambda a, b: float(jnp.abs(a - b).max() / jnp.abs(b).max())
+    ours, ref = bwd(v, x), grad(x, w)
+    diff = f"{rel(fwd(v, x), conv(x, w)):.1e} {rel(ours[1], ref[0]):.1e} {rel(ours[0]['params']['kernel'], ref[1]):.1e}"
     try:
       row.append(_torch_ms(shape, w_shape, stride, pad, groups))
     except ImportError:
       row.append(float("nan"))
-    print(f"{name:16s} {row[0]:10.0f} ms {row[1]:6.0f} ms {row[2]:11.0f} ms {row[3]:6.0f} ms {row[4]:10.0f} ms  "
+    print(f"{name:30s} {row[0]:10.0f} ms {row[1]:6.0f} ms {row[2]:11.0f} ms {row[3]:6.0f} ms {row[4]:10.0f} ms  "
           f"{diff}")
 
 

@@ -23,10 +23,10 @@ class IBasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     out = self.bn(name="bn1")(x)
-    out = nn.Conv(self.planes, (3, 3), 1, layers.pad(1), use_bias=False, name="conv1")(out)
+    out = layers.Conv(self.planes, 3, 1, 1, use_bias=False, name="conv1")(out)
     out = self.bn(name="bn2")(out)
     out = layers.PReLU(name="prelu")(out)
-    out = nn.Conv(self.planes, (3, 3), self.stride, layers.pad(1), use_bias=False, name="conv2")(out)
+    out = layers.Conv(self.planes, 3, self.stride, 1, use_bias=False, name="conv2")(out)
     out = self.bn(name="bn3")(out)
     if self.downsample:
       x = layers.PointwiseConv(self.planes, self.stride, name="downsample_conv")(x)

@@ -1,9 +1,15 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
-adaptive average pooling, a depthwise conv that trains fast on CPU. Padding is always explicit (README: Converting
-face-recognition weights)."""
+adaptive average pooling, and convolutions that train fast on CPU (Conv, PointwiseConv, ImageConv, DepthwiseConv:
+nn.Conv's parameters, another computation where XLA:CPU is slow). Padding is always explicit (README: Converting
+face-recognition weights).
+
+The CPU forms are the default on CPU; JFACEDIAG_CPU_LAYERS=0 turns them off (plain convolutions, as on GPU and TPU),
+which is how tools/bench_convs.py and `python -m jfacediag.bench` measure what they gain.
+"""
 import contextlib
 import functools
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -24,7 +30,103 @@ def as_convolutions():
 
 
 def _cpu_form():
-  return jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0]
+  return (jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0]
+          and os.environ.get("JFACEDIAG_CPU_LAYERS", "1") != "0")
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, w, stride, padding):
+  return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=_DN)
+
+
+BANDED_MIN_ROWS = 28  # Output rows from which the weight gradient is computed in bands (below, XLA's is as fast),
+BANDED_MIN_CHANNELS = 32  # with this many input channels or more (fewer: little to gain, compile time to lose).
+_BANDS = 16  # At most this many bands of rows: more are faster to run and slower to compile.
+_PIECE = 8192  # At most this many output pixels (images x rows x columns) in one piece of the weight gradient.
+
+
+def _row_bands(rows):
+  """(first row, number of rows) of each band of output rows: at most _BANDS bands of equal height."""
+  height = -(-rows // _BANDS)
+  return [(r, min(height, rows - r)) for r in range(0, rows, height)]
+
+
+def _pieces(images, rows, cols):
+  """(first image, images, first row, rows) of each piece: bands of rows, each split over the batch so that a piece
+  holds at most _PIECE output pixels (XLA:CPU slows down again on larger ones: 112x112x64 at batch 32, 16 bands,
+  7.6 s; split into 4 x 8 images, 1.1 s)."""
+  bands = _row_bands(rows)
+  per = max(1, _PIECE // (bands[0][1] * cols))
+  chunk = -(-images // -(-images // per))  # Equal chunks of at most `per` images.
+  return [(b, min(chunk, images - b), r, n) for r, n in bands for b in range(0, images, chunk)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def banded_conv(x, w, stride, padding):
+  """lax.conv_general_dilated (NHWC, HWIO) whose weight gradient is a sum over pieces: bands of output rows, split
+  over the batch (_pieces).
+
+  XLA:CPU computes a 3x3 convolution's weight gradient slowly on large images (one 112x112x64 3x3 conv, batch 8:
+  1.2-2.0 s; in 16 bands, 0.24 s). Each piece's gradient is XLA's own, on the images and the rows of the padded
+  input that piece reads; their sum is the gradient (same numbers up to float summation order). The output and the
+  input gradient are XLA's. tools/bench_convs.py times both.
+  """
+  return _conv(x, w, stride, padding)
+
+
+def _banded_fwd(x, w, stride, padding):
+  return _conv(x, w, stride, padding), (x, w)
+
+
+def _banded_bwd(stride, padding, res, g):
+  x, w = res
+  dx = jax.vjp(lambda x: _conv(x, w, stride, padding), x)[1](g)[0]
+  (pt, pb), (pl, pr) = padding
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  k = w.shape[0]
+  dw = jnp.zeros(w.shape, jnp.float32)
+  for b, m, r, n in _pieces(*g.shape[:3]):
+    rows = xp[b:b + m, r * stride:(r + n - 1) * stride + k]
+    part = jax.vjp(lambda w: _conv(rows, w, stride, ((0, 0), (0, 0))), w)[1](g[b:b + m, r:r + n])[0]
+    dw = dw + part.astype(jnp.float32)
+  return dx, dw.astype(w.dtype)
+
+
+banded_conv.defvjp(_banded_fwd, _banded_bwd)
+
+
+class Conv(nn.Module):
+  """nn.Conv(features, (k, k), stride, padding) with a square kernel and explicit symmetric padding: the same
+  parameters (`kernel` (k, k, C_in, C_out), `bias`) and initialisers.
+
+  On CPU, from BANDED_MIN_ROWS output rows and BANDED_MIN_CHANNELS input channels on, the weight gradient is computed in pieces of rows and images
+  (banded_conv); the output and the input gradient are the plain convolution's. Other backends use the plain
+  convolution.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features)).astype(x.dtype)
+    y = self.convolve(x, w) if _cpu_form() else _conv(x, w, self.stride, pad(self.padding))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(x.dtype)
+    return y
+
+  def convolve(self, x, w):
+    """The CPU form."""
+    s, p = self.stride, self.padding
+    rows = (x.shape[1] + 2 * p - self.kernel_size) // s + 1
+    if rows >= BANDED_MIN_ROWS and x.shape[-1] >= BANDED_MIN_CHANNELS:
+      return banded_conv(x, w, s, pad(p))
+    return _conv(x, w, s, pad(p))
 
 
 def torch_batch_norm(train, epsilon=1e-5):
@@ -62,7 +164,7 @@ class PointwiseConv(nn.Module):
     return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
 
 
-class ImageConv(nn.Module):
+class ImageConv(Conv):
   """A k x k conv on the RGB image (the stem): the parameters of nn.Conv (`kernel` (k, k, 3, C)[, `bias`]).
 
   On CPU it is computed as im2col (k*k strided slices, concatenated) and one matrix product: XLA:CPU computes the
@@ -70,27 +172,14 @@ class ImageConv(nn.Module):
   alone: 399 ms as a convolution, 140 ms this way; tools/bench_convs.py times both gradients); the outputs agree
   exactly. Other backends use the convolution.
   """
-  features: int
-  kernel_size: int
-  stride: int = 1
-  padding: int = 0
-  use_bias: bool = True
 
-  @nn.compact
-  def __call__(self, x):
+  def convolve(self, x, w):
     k, s, p = self.kernel_size, self.stride, self.padding
-    w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features)).astype(x.dtype)
-    if not _cpu_form():
-      y = jax.lax.conv_general_dilated(x, w, (s, s), pad(p), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    else:
-      xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-      ho, wo = (x.shape[1] + 2 * p - k) // s + 1, (x.shape[2] + 2 * p - k) // s + 1
-      cols = jnp.concatenate([xp[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s, :]
-                              for a in range(k) for b in range(k)], -1)
-      y = jnp.einsum("nhwc,cd->nhwd", cols, w.reshape(-1, self.features))
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(x.dtype)
-    return y
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    ho, wo = (x.shape[1] + 2 * p - k) // s + 1, (x.shape[2] + 2 * p - k) // s + 1
+    cols = jnp.concatenate([xp[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s, :]
+                            for a in range(k) for b in range(k)], -1)
+    return jnp.einsum("nhwc,cd->nhwd", cols, w.reshape(-1, self.features))
 
 
 class DepthwiseConv(nn.Module):

@@ -7,8 +7,8 @@
 Module names follow torchvision's state_dict keys (`conv1`, `bn1`, `layer1_0/conv1`, `layer1_0/downsample_conv`),
 so the converter maps `layer1.0.conv1.weight` -> `layer1_0/conv1/kernel` by rule. `__call__` returns the
 feature layer: the globally average-pooled output of the last stage (2048-d for ResNet-50). The bias-free 1x1
-convs are layers.PointwiseConv (a matrix product) and the stem is layers.ImageConv (im2col), with nn.Conv's
-parameters: XLA:CPU trains them much faster.
+convs are layers.PointwiseConv (a matrix product), the 3x3 convs layers.Conv (banded weight gradient) and the stem
+layers.ImageConv (im2col), with nn.Conv's parameters: XLA:CPU trains them much faster.
 """
 from typing import Sequence
 
@@ -19,7 +19,6 @@ from jfacediag.models import layers
 from jfacediag.models.backbone import Backbone, reference
 from jfacediag.models.preprocessing import IMAGENET, Preprocessing
 
-_pad = layers.pad
 
 
 class BasicBlock(nn.Module):
@@ -31,9 +30,9 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    out = nn.Conv(self.planes, (3, 3), self.stride, _pad(1), use_bias=False, name="conv1")(x)
+    out = layers.Conv(self.planes, 3, self.stride, 1, use_bias=False, name="conv1")(x)
     out = nn.relu(self.bn(name="bn1")(out))
-    out = nn.Conv(self.planes, (3, 3), 1, _pad(1), use_bias=False, name="conv2")(out)
+    out = layers.Conv(self.planes, 3, 1, 1, use_bias=False, name="conv2")(out)
     out = self.bn(name="bn2")(out)
     if self.downsample:
       x = layers.PointwiseConv(self.planes, self.stride, name="downsample_conv")(x)
@@ -55,7 +54,7 @@ class Bottleneck(nn.Module):
     s1, s2 = (self.stride, 1) if self.caffe else (1, self.stride)
     out = layers.PointwiseConv(self.planes, s1, name="conv1")(x)
     out = nn.relu(self.bn(name="bn1")(out))
-    out = nn.Conv(self.planes, (3, 3), s2, _pad(1), use_bias=False, name="conv2")(out)
+    out = layers.Conv(self.planes, 3, s2, 1, use_bias=False, name="conv2")(out)
     out = nn.relu(self.bn(name="bn2")(out))
     out = layers.PointwiseConv(self.planes * 4, name="conv3")(out)
     out = self.bn(name="bn3")(out)
