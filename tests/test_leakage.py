@@ -153,6 +153,7 @@ def test_output_stays_small_whatever_the_number_of_pairs(tmp_path):
   assert leak["cross_split"]["same_person"] == len(leakage.cross_split(pairs, split_of))
 
 
+@pytest.mark.slow
 def test_alignment_drops_reach_the_run_and_aligned_crops_are_not_detected_again(tmp_path, monkeypatch):
   monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "cache"))
   src = tmp_path / "raw"

@@ -86,6 +86,7 @@ def test_112x96_crop_is_the_centre_of_the_arcface112_crop():
   assert diff.mean() < 0.05 and np.mean(diff > 1) < 0.001
 
 
+@pytest.mark.slow
 def test_embed_takes_converted_mobilefacenet(tmp_path):
   model, sd = _random_state("mobilefacenet_112x96", seed=2)
   torch.save(sd, tmp_path / "w.pth")

@@ -205,7 +205,7 @@ def convert(arch, path):
 
   def record(fn, args, kwargs, context):
     if context.method_name == "__call__" and isinstance(context.module, (
-        nn.Conv, nn.BatchNorm, nn.Dense, model_layers.PReLU, model_layers.ImageConv, model_layers.DepthwiseConv,
+        nn.Conv, nn.BatchNorm, nn.Dense, model_layers.PReLU, model_layers.Conv, model_layers.DepthwiseConv,
         model_layers.PointwiseConv)):
       calls.append("/".join(context.module.path))
       if isinstance(context.module, nn.BatchNorm):
