@@ -161,9 +161,21 @@ def test_training_warns_about_a_style_mismatch(tmp_path, capsys):
   assert "WARNING" not in capsys.readouterr().out
 
 
+def _area_mean(img, h, w):
+  """Adaptive average pooling, cell by cell: the exact float64 mean of each bin, rounded to float32."""
+  out = np.zeros((h, w, img.shape[2]), np.float32)
+  for i in range(h):
+    for j in range(w):
+      rows = slice(i * img.shape[0] // h, -(-(i + 1) * img.shape[0] // h))
+      cols = slice(j * img.shape[1] // w, -(-(j + 1) * img.shape[1] // w))
+      out[i, j] = img[rows, cols].astype(np.float64).mean((0, 1))
+  return out
+
+
 def test_mtcnn_area_resize_of_crops_equals_torch_area_interpolation():
   """The integral image of the whole photo resizes any crop as torch's F.interpolate(mode="area") (what
-  facenet-pytorch calls), for the pyramid and for the batched RNet/ONet crops alike."""
+  facenet-pytorch calls), for the pyramid and for the batched RNet/ONet crops alike: the exact mean of every bin to
+  the last bit (its float32 and float64 divisions alike), within float32 rounding of torch's kernel."""
   torch = pytest.importorskip("torch")
   from jfacediag.align import mtcnn  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
@@ -173,9 +185,16 @@ def test_mtcnn_area_resize_of_crops_equals_torch_area_interpolation():
   y1, x1 = y0 + rng.integers(1, 37, 20), x0 + rng.integers(1, 41, 20)
   got = integral.resize_many(24, 24, y0, y1, x0, x1)
   for k in range(20):
-    crop = torch.from_numpy(img[y0[k]:y1[k], x0[k]:x1[k]].astype(np.float32)).permute(2, 0, 1)[None]
-    want = torch.nn.functional.interpolate(crop, size=(24, 24), mode="area")[0].permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(got[k], want, atol=1e-3)
+    crop = img[y0[k]:y1[k], x0[k]:x1[k]]
+    want = torch.nn.functional.interpolate(torch.from_numpy(crop.astype(np.float32)).permute(2, 0, 1)[None],
+                                           size=(24, 24), mode="area")[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got[k], want, atol=2e-5)
+    np.testing.assert_array_equal(got[k], _area_mean(crop, 24, 24))
   whole = torch.nn.functional.interpolate(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None],
                                           size=(50, 70), mode="area")[0].permute(1, 2, 0).numpy()
-  np.testing.assert_allclose(integral.resize(50, 70), whole, atol=1e-3)
+  np.testing.assert_allclose(integral.resize(50, 70), whole, atol=2e-5)
+  np.testing.assert_array_equal(integral.resize(50, 70), _area_mean(img, 50, 70))
+  big = rng.integers(0, 256, (300, 301, 3), np.uint8)  # 150 x 151 px bins: past float32 integers, float64 division.
+  np.testing.assert_array_equal(mtcnn._Integral(big).resize(2, 2), _area_mean(big, 2, 2))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(mtcnn._Integral._mean(np.array([7]), np.array([3])),  # pylint: disable=protected-access
+                                np.float32(7 / 3))

@@ -17,6 +17,8 @@ CASES = [  # module, the plain convolution's arguments (kernel_size, stride, pad
     (layers.ImageConv(8, 3, 2, 1, use_bias=False), (3, 2, 1, 1), (2, 20, 20, 3)),
     pytest.param(layers.ImageConv(8, 7, 2, 3, use_bias=False), (7, 2, 3, 1), (2, 20, 20, 3), marks=pytest.mark.slow),
     (layers.DepthwiseConv(3, 2, 1), (3, 2, 1, 8), (2, 21, 21, 8)),
+    (layers.BlockedConv(40, 3), (3, 1, 0, 1), (2, 9, 9, 24)),  # Blocks of 16 channels, the last ones narrower.
+    (layers.BlockedConv(40, 2, use_bias=False), (2, 1, 0, 1), (2, 5, 5, 12)),  # Under BLOCK inputs: Conv's own.
 ]
 
 

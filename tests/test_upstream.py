@@ -94,14 +94,16 @@ def _compare(facenet, ours, img, name):
 # == MTCNN =============================================================================================================
 def test_pnet_keeps_the_last_ceil_mode_cell(facenet, ours):
   """A level whose side minus 2 is odd (91 x 64): torch's ceil-mode pool keeps a last cell that reads one conv
-  column; PNet told the real size computes it on the zero-padded bucket exactly."""
+  column; PNet told which conv1 outputs read the level computes it on a zero-padded canvas exactly."""
   hs, ws = 91, 64
   level = mtcnn.normalise(_resized(data.astronaut(), ws, hs))
   with torch.no_grad():
     ref_reg, ref_prob = facenet.pnet(torch.from_numpy(level).permute(2, 0, 1)[None])
   padded = np.zeros((1, 96, 96, 3), np.float32)
   padded[0, :hs, :ws] = level
-  reg, prob = (np.asarray(o)[0] for o in ours.net.pnet(ours.net.vars["pnet"], padded, np.array([hs, ws])))
+  valid = np.zeros((94, 94), bool)
+  valid[:hs - 2, :ws - 2] = True
+  reg, prob = (np.asarray(o)[0] for o in ours.net.pnet(ours.net.vars["pnet"], padded, valid))
   oh, ow = ref_prob.shape[2:]
   assert (oh, ow) == (-(-(hs - 2) // 2) - 4, -(-(ws - 2) // 2) - 4) == (41, 27)
   np.testing.assert_allclose(prob[:oh, :ow, 1], ref_prob[0, 1].numpy(), atol=1e-5)

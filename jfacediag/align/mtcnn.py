@@ -13,11 +13,13 @@ two NMS steps are torchvision's, and the last is upstream's numpy NMS, whose arg
 not reproducible: upstream orders exactly tied scores in its first two NMS steps with torch's unstable CPU sort
 (x86-simd-sort or std::sort, depending on the machine); here ties keep their position.
 
-The networks are jit-compiled once per shape bucket: pyramid levels are zero-padded up to a multiple of 32 px
-(PNet is told the real size, and cells that read padding are dropped) and crop batches up to a power of two, so a
-folder of mixed photo sizes reuses a handful of compiled programs. One integral image per photo serves every pyramid
-level and every RNet/ONet crop (the crops of a stage are resized in one vectorised gather); `tools/bench_mtcnn.py`
-times it beside facenet-pytorch.
+One PNet call per photo: every pyramid level is packed into one zero-padded canvas (shelves of levels at even
+offsets, so the stride-2 pool grid of each level is its own; PNet gets a mask of the conv1 outputs that read only
+one level's pixels, and the cells of each level are read back from its place). Canvas sides and crop batches are
+rounded up to a few bucketed sizes, so a folder of mixed photo sizes reuses a handful of compiled programs; RNet and
+ONet run in chunks of at most 256 crops. One integral image per photo serves every pyramid level (rows, then
+columns) and every RNet/ONet crop (the crops of a stage are resized in one vectorised gather);
+`tools/bench_mtcnn.py` times it beside facenet-pytorch.
 
 Weights: convert the three files once, e.g. from the facenet-pytorch 2.6.0 wheel's facenet_pytorch/data/:
   for n in pnet rnet onet; do python tools/convert_weights.py --arch mtcnn_$n --src $n.pt --out weights/mtcnn/$n; done
@@ -30,44 +32,98 @@ import numpy as np
 from jfacediag.models import mtcnn as nets
 from jfacediag.models import weights
 
-# Padded pyramid-level sides: about 1.5x apart, so a folder of photos of every size compiles PNet for a few dozen
-# shapes instead of one per 32 px step (the padding is never read: PNet is told each level's real size).
-_SIDES = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+_CHUNK = 256  # RNet/ONet crops per call.
 
 
 def _bucket(n):
-  return next((s for s in _SIDES if s >= n), -(-n // 512) * 512)
+  """n rounded up to a multiple of 32 (up to 256), else to one of 8 sizes per octave (at most 12.5% more): the
+  sides a folder of mixed photo sizes compiles PNet for."""
+  step = 32 if n <= 256 else 1 << (n.bit_length() - 4)
+  return -(-n // step) * step
 
 
 class _Integral:
   """torch's F.interpolate(mode="area") (= adaptive average pooling), which facenet-pytorch uses, for the whole
-  image and for any crop of it: output cell i averages input rows [floor(i*H/h), ceil((i+1)*H/h)). One integral
-  image per photo serves every pyramid level and every RNet/ONet crop; its sums of uint8 pixels are exact integers
-  in float64, so the result equals an integral image of each crop to the last bit."""
+  image and for any crop of it: output cell i averages input rows [floor(i*H/h), ceil((i+1)*H/h)). One integer
+  integral image per photo serves every pyramid level (rows, then columns) and every RNet/ONet crop. The sums of
+  uint8 pixels are exact integers, divided by the cell's area in float32 where both are float32 integers (else in
+  float64): either rounds the exact quotient once, so every value is the exact mean rounded to float32 (torch's
+  kernel, which accumulates in float32, differs from it by up to 1.5e-5)."""
 
   def __init__(self, img):
-    self.integral = np.zeros((img.shape[0] + 1, img.shape[1] + 1) + img.shape[2:], np.float64)
-    self.integral[1:, 1:] = img.astype(np.float64).cumsum(0).cumsum(1)
+    self.h, self.w = img.shape[:2]
+    dtype = np.int32 if 255 * self.h * self.w < 1 << 31 else np.int64
+    self.table = np.zeros((self.h + 1, self.w + 1) + img.shape[2:], dtype)
+    inner = self.table[1:, 1:]
+    np.cumsum(img, 1, dtype, out=inner)  # Columns first, then rows in place: the faster order in numpy.
+    np.cumsum(inner, 0, out=inner)
 
-  def resize(self, h, w, y0=0, y1=None, x0=0, x1=None):
-    """img[y0:y1, x0:x1] resized to h x w, float32."""
-    y1 = self.integral.shape[0] - 1 if y1 is None else y1
-    x1 = self.integral.shape[1] - 1 if x1 is None else x1
-    return self.resize_many(h, w, np.array([y0]), np.array([y1]), np.array([x0]), np.array([x1]))[0]
+  @staticmethod
+  def _bounds(n, size, start):
+    i = np.arange(n)[None]
+    return start[:, None] + (i * size[:, None]) // n, start[:, None] - ((-(i + 1) * size[:, None]) // n)
+
+  @staticmethod
+  def _mean(total, area):
+    area = area.reshape(area.shape + (1,) * (total.ndim - area.ndim))
+    exact = 255 * int(area.max(initial=1)) < 1 << 24  # Every sum and area is a float32 integer.
+    return (total.astype(np.float32) / area.astype(np.float32) if exact
+            else (total / area.astype(np.float64)).astype(np.float32))
+
+  def resize(self, h, w):
+    """The whole image resized to h x w, float32."""
+    (r0,), (r1,) = self._bounds(h, np.array([self.h]), np.array([0]))
+    (c0,), (c1,) = self._bounds(w, np.array([self.w]), np.array([0]))
+    band = np.take(self.table, r1, 0) - np.take(self.table, r0, 0)  # [h, W+1, C]: row bands, summed columns.
+    return self._mean(np.take(band, c1, 1) - np.take(band, c0, 1), (r1 - r0)[:, None] * (c1 - c0)[None, :])
 
   def resize_many(self, h, w, y0, y1, x0, x1):
     """Crops img[y0[k]:y1[k], x0[k]:x1[k]] (int arrays [n], non-empty), each resized to h x w: [n, h, w, C]."""
-    hh, ww = (y1 - y0)[:, None], (x1 - x0)[:, None]
-    i, j = np.arange(h)[None], np.arange(w)[None]
-    r0, r1 = y0[:, None] + (i * hh) // h, y0[:, None] - ((-(i + 1) * hh) // h)  # [n, h]
-    c0, c1 = x0[:, None] + (j * ww) // w, x0[:, None] - ((-(j + 1) * ww) // w)  # [n, w]
-    t = self.integral
+    r0, r1 = self._bounds(h, y1 - y0, y0)  # [n, h]
+    c0, c1 = self._bounds(w, x1 - x0, x0)  # [n, w]
+    flat = self.table.reshape((self.h + 1) * (self.w + 1), -1)
 
     def at(r, c):
-      return t[r[:, :, None], c[:, None, :]]
-    total = at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)
-    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).astype(np.float64)
-    return (total / area.reshape(area.shape + (1,) * (t.ndim - 2))).astype(np.float32)
+      return np.take(flat, (r[:, :, None] * (self.w + 1) + c[:, None, :]).reshape(-1), 0)
+    total = (at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)).reshape((len(y0), h, w) + self.table.shape[2:])
+    return self._mean(total, (r1 - r0)[:, :, None] * (c1 - c0)[:, None, :])
+
+
+def pyramid(h, w, min_face_size=20, factor=0.709):
+  """facenet-pytorch's scales for an h x w photo: [(scale, level height, level width)], largest first."""
+  m = 12.0 / min_face_size
+  minl, scale, out = min(h, w) * m, m, []
+  while minl >= 12:
+    out.append((scale, int(h * scale + 1), int(w * scale + 1)))
+    scale *= factor
+    minl *= factor
+  return out
+
+
+def _shelves(sides, width):
+  """Next-fit shelves of (h, w) rectangles (tallest first) in a canvas `width` wide, at even offsets: the offsets
+  [(y, x)] and the canvas height."""
+  y = x = shelf = 0
+  at = []
+  for h, w in sides:
+    h, w = h + h % 2, w + w % 2
+    if x + w > width:
+      y, x, shelf = y + shelf, 0, 0
+    at.append((y, x))
+    x, shelf = x + w, max(shelf, h)
+  return at, y + shelf
+
+
+def pack(sides):
+  """A canvas for every pyramid level of one photo: (canvas height, width, [(y, x)] per level). Of the widths
+  that put the first k levels side by side (bucketed), the one with the smallest bucketed canvas."""
+  best = None
+  widths = np.cumsum([w + w % 2 for _, w in sides])
+  for width in sorted({_bucket(int(v)) for v in widths}):
+    at, height = _shelves(sides, width)
+    cand = (_bucket(height) * width, _bucket(height), width, at)
+    best = cand if best is None or cand[0] < best[0] else best
+  return best[1:]
 
 
 def normalise(x):
@@ -135,7 +191,7 @@ def _bbreg(b, reg):
 
 def _crops(integral, boxes, size):
   """facenet-pytorch `pad` + crop: truncated integer boxes clipped to the image, each resized to size x size."""
-  h, w = integral.integral.shape[0] - 1, integral.integral.shape[1] - 1
+  h, w = integral.h, integral.w
   b = np.trunc(boxes[:, :4]).astype(np.int64)
   x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
   ex, ey = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
@@ -160,28 +216,48 @@ class MTCNN:
     self.pnet = jax.jit(lambda v, x, valid: nets.PNet().apply(v, x, valid))
     self.rnet = jax.jit(lambda v, x: nets.RNet().apply(v, x))
     self.onet = jax.jit(lambda v, x: nets.ONet().apply(v, x))
+    self._layouts = {}
 
   def _batched(self, fn, variables, x):
-    n = len(x)
-    size = max(16, 1 << (n - 1).bit_length())
-    pad = np.zeros((size,) + x.shape[1:], np.float32)
-    pad[:n] = x
-    return [np.asarray(o)[:n] for o in fn(variables, pad)]
+    """fn on x in chunks of at most _CHUNK (the last padded to a power of two, at least 16): all chunks are
+    dispatched before any is read back."""
+    outs = []
+    for i in range(0, len(x), _CHUNK):
+      part = x[i:i + _CHUNK]
+      pad = np.zeros((max(16, 1 << (len(part) - 1).bit_length()),) + x.shape[1:], np.float32)
+      pad[:len(part)] = part
+      outs.append((len(part), fn(variables, pad)))
+    return [np.concatenate([np.asarray(o[k])[:n] for n, o in outs]) for k in range(len(outs[0][1]))]
+
+  def _layout(self, h, w):
+    """Pyramid levels of an h x w photo, their places in one canvas and the canvas's conv1 mask (cached)."""
+    if (h, w) not in self._layouts:
+      levels = pyramid(h, w, self.min_face_size, self.factor)
+      if not levels:  # Smaller than the smallest face.
+        return [], [], None, None
+      ch, cw, at = pack([(hs, ws) for _, hs, ws in levels])
+      mask = np.zeros((ch - 2, cw - 2), bool)
+      for (_, hs, ws), (y, x) in zip(levels, at):
+        mask[y:y + hs - 2, x:x + ws - 2] = True
+      if len(self._layouts) >= 64:  # A folder of many photo sizes: forget the oldest.
+        self._layouts.pop(next(iter(self._layouts)))
+      self._layouts[(h, w)] = (levels, at, (ch, cw), jax.device_put(mask))
+    return self._layouts[(h, w)]
 
   def _stage1(self, integral):
-    h, w = integral.integral.shape[0] - 1, integral.integral.shape[1] - 1
-    m = 12.0 / self.min_face_size
-    minl = min(h, w) * m
-    scale, found = m, []
-    while minl >= 12:
-      hs, ws = int(h * scale + 1), int(w * scale + 1)
-      level = normalise(integral.resize(hs, ws))
-      ph, pw = _bucket(hs), _bucket(ws)
-      padded = np.zeros((1, ph, pw, 3), np.float32)
-      padded[0, :hs, :ws] = level
-      reg, prob = (np.asarray(o)[0] for o in self.pnet(self.vars["pnet"], padded, np.array([hs, ws])))
-      oh, ow = -(-(hs - 2) // 2) - 4, -(-(ws - 2) // 2) - 4  # Cells of the unpadded level (ceil-mode pool).
-      reg, prob = reg[:max(oh, 0), :max(ow, 0)], prob[:max(oh, 0), :max(ow, 0), 1]
+    h, w = integral.h, integral.w
+    levels, at, canvas_side, mask = self._layout(h, w)
+    if not levels:
+      return np.zeros((0, 5), np.float32)
+    canvas = np.zeros((1,) + canvas_side + (3,), np.float32)
+    for (_, hs, ws), (y, x) in zip(levels, at):
+      canvas[0, y:y + hs, x:x + ws] = normalise(integral.resize(hs, ws))
+    reg_all, prob_all = (np.asarray(o)[0] for o in self.pnet(self.vars["pnet"], canvas, mask))
+    found = []
+    for (scale, hs, ws), (y, x) in zip(levels, at):
+      oh, ow = max(-(-(hs - 2) // 2) - 4, 0), max(-(-(ws - 2) // 2) - 4, 0)  # Cells of the level (ceil-mode pool).
+      cells = np.s_[y // 2:y // 2 + oh, x // 2:x // 2 + ow]
+      reg, prob = reg_all[cells], prob_all[cells][..., 1]
       ys, xs = np.nonzero(prob >= self.thresholds[0])
       if len(ys):
         cell = np.stack([xs, ys], 1).astype(np.float32)  # float32 as upstream: floor() of a float64 quotient
@@ -189,8 +265,6 @@ class MTCNN:
         q2 = np.floor((2 * cell + 12) / np.float32(scale))
         boxes = np.concatenate([q1, q2, prob[ys, xs, None], reg[ys, xs]], 1).astype(np.float32)
         found.append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)])
-      scale *= self.factor
-      minl *= self.factor
     if not found:
       return np.zeros((0, 5), np.float32)
     b = np.concatenate(found)

@@ -1,6 +1,6 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
-adaptive average pooling, and convolutions that train fast on CPU (Conv, PointwiseConv, ImageConv, DepthwiseConv:
-nn.Conv's parameters, another computation where XLA:CPU is slow). Padding is always explicit (README: Converting
+adaptive average pooling, and convolutions that run fast on CPU (Conv, BlockedConv, PointwiseConv, ImageConv,
+DepthwiseConv: nn.Conv's parameters, another computation where XLA:CPU is slow). Padding is always explicit (README: Converting
 face-recognition weights).
 
 The CPU forms are the default on CPU; JFACEDIAG_CPU_LAYERS=0 turns them off (plain convolutions, as on GPU and TPU),
@@ -162,6 +162,29 @@ class PointwiseConv(nn.Module):
     if self.stride > 1:
       x = x[:, ::self.stride, ::self.stride, :]
     return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
+
+
+BLOCK = 16  # Channels per block of BlockedConv.
+
+
+class BlockedConv(Conv):
+  """Conv (nn.Conv's parameters) for the narrow layers of small detectors (MTCNN): on CPU, from BLOCK input
+  channels and 2 * BLOCK output channels on, computed as BLOCK x BLOCK channel blocks of the convolution, summed over
+  input blocks. XLA:CPU runs the narrow convolution slowly and the blocks fast (forward, float32, 2 cores: PNet's
+  16 -> 32 3x3 on a 207x335 canvas 62 ms -> 13 ms, ONet's 32 -> 64 at 256 x 23x23 237 -> 117 ms, 64 -> 64 at 256 x
+  10x10 56 -> 18 ms; tools/bench_convs.py). The same numbers up to float summation order.
+  """
+
+  def convolve(self, x, w):
+    c_in, c_out = w.shape[2], w.shape[3]
+    if c_in < BLOCK or c_out < 2 * BLOCK:
+      return super().convolve(x, w)
+    s, p = self.stride, pad(self.padding)
+    outs = []
+    for o in range(0, c_out, BLOCK):
+      parts = [_conv(x[..., i:i + BLOCK], w[:, :, i:i + BLOCK, o:o + BLOCK], s, p) for i in range(0, c_in, BLOCK)]
+      outs.append(functools.reduce(jnp.add, parts))
+    return jnp.concatenate(outs, -1)
 
 
 class ImageConv(Conv):

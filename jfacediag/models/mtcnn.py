@@ -16,22 +16,21 @@ from jfacediag.models.preprocessing import Preprocessing
 
 
 def _conv(x, ch, k, name):
-  x = nn.Conv(ch, (k, k), 1, layers.pad(0), name=name)(x)
+  x = layers.BlockedConv(ch, k, name=name)(x)
   return layers.PReLU(name=name.replace("conv", "prelu"))(x)
 
 
 class PNet(nn.Module):
-  """`valid` = (height, width) of the real image inside a zero-padded batch (None: all of it is real). conv1
-  outputs that read padding are set to -inf before the ceil-mode pool, so the last pooled row and column see only
-  real pixels, as in torch's ceil-mode pool on the unpadded level."""
+  """`valid`: a boolean [H - 2, W - 2] map of the conv1 outputs that read real pixels of one image (None: all do),
+  for zero-padded inputs or several pyramid levels packed in one canvas. The others are set to -inf before the
+  ceil-mode pool, so the last pooled row and column of each image see only its pixels, as in torch's ceil-mode
+  pool on the image alone."""
 
   @nn.compact
   def __call__(self, x, valid=None):
     x = _conv(x, 10, 3, "conv1")
     if valid is not None:
-      rows = jnp.arange(x.shape[1])[:, None] < valid[0] - 2
-      cols = jnp.arange(x.shape[2])[None, :] < valid[1] - 2
-      x = jnp.where((rows & cols)[None, :, :, None], x, -jnp.inf)
+      x = jnp.where(valid[None, :, :, None], x, -jnp.inf)
     x = layers.max_pool(x, 2, 2, ceil_mode=True)
     if valid is not None:  # Pooled cells wholly in the padding: finite, and dropped by the caller.
       x = jnp.where(jnp.isfinite(x), x, 0.0)
