@@ -4,7 +4,8 @@ r"""Times single convolutions, forward and both gradients: XLA's convolution, jf
 
 Reproduces the figures quoted in jfacediag/models/layers.py and the README's benchmark section: a depthwise 3x3
 (56x56x128, batch 16), a 1x1 conv (56x56, 64 -> 128, batch 16), ResNet-50's 7x7/2 stem (224 px, batch 8) and 3x3
-convs (56x56x64, 112x112x64, 56x56x256, 112x112x64 stride 2; batch 8), each as XLA's convolution, as the layers.py
+convs (56x56x64, 112x112x64, 56x56x256, 112x112x64 stride 2; batch 8) and MTCNN's narrow 3x3 convs (BlockedConv:
+PNet's on a 207x335 canvas, ONet's on 256 crops), each as XLA's convolution, as the layers.py
 form that replaces it on CPU, and PyTorch's conv2d on all cores. Also prints the largest difference between the two
 JAX forms.
 """
@@ -58,6 +59,9 @@ def main():
       ("3x3 conv", (8, 112, 112, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
       ("3x3 conv", (8, 56, 56, 256), (3, 3, 256, 256), 1, 1, 1, layers.Conv(256, 3, 1, 1, use_bias=False)),
       ("3x3/2 conv", (8, 112, 112, 64), (3, 3, 64, 128), 2, 1, 1, layers.Conv(128, 3, 2, 1, use_bias=False)),
+      ("MTCNN PNet conv3", (1, 207, 335, 16), (3, 3, 16, 32), 1, 0, 1, layers.BlockedConv(32, 3, use_bias=False)),
+      ("MTCNN ONet conv2", (256, 23, 23, 32), (3, 3, 32, 64), 1, 0, 1, layers.BlockedConv(64, 3, use_bias=False)),
+      ("MTCNN ONet conv3", (256, 10, 10, 64), (3, 3, 64, 64), 1, 0, 1, layers.BlockedConv(64, 3, use_bias=False)),
   ]
   print(f"{'':30s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
         "largest relative difference (output, d input, d kernel)")
