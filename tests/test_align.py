@@ -40,7 +40,7 @@ def test_both_detectors_find_the_astronaut_and_agree(yunet, mtcnn_det):
   assert diff[:2].max() < 0.15 and diff.max() < 0.20
 
 
-@pytest.mark.parametrize("which", ["yunet", "mtcnn"])
+@pytest.mark.parametrize("which", ["yunet", pytest.param("mtcnn", marks=pytest.mark.slow)])
 def test_arcface_alignment_puts_the_eyes_on_the_template(which, yunet, mtcnn_det):
   det = yunet if which == "yunet" else mtcnn_det
   face = det.detect(data.astronaut())[0]

@@ -165,6 +165,7 @@ def _solid_folder(root, colours):
   return files
 
 
+@pytest.mark.slow
 def test_eval_batches_pad_and_mask_never_drop(tmp_path):
   files = _solid_folder(str(tmp_path), [(i * 10, 0, 0) for i in range(7)])
   labels = np.arange(7, dtype=np.int32)

@@ -12,13 +12,15 @@ CASES = [  # module, the plain convolution's arguments (kernel_size, stride, pad
     pytest.param(layers.Conv(8, 3, 2, 1, use_bias=False), (3, 2, 1, 1), (2, 13, 13, 4),  # Stride 2, odd: 7 rows.
                  marks=pytest.mark.slow),
     pytest.param(layers.Conv(8, 5, 1, 2), (5, 1, 2, 1), (1, 10, 9, 4), marks=pytest.mark.slow),  # 5x5, not square.
-    (layers.Conv(8, 3, 1, 1), (3, 1, 1, 1), (1, 4, 4, 4)),  # 4 rows, under BANDED_MIN_ROWS: XLA's own gradient.
+    pytest.param(layers.Conv(8, 3, 1, 1), (3, 1, 1, 1), (1, 4, 4, 4),  # 4 rows, under BANDED_MIN_ROWS: XLA's own
+                 marks=pytest.mark.slow),  # gradient.
     (layers.PointwiseConv(16, 2), (1, 2, 0, 1), (2, 15, 15, 8)),
     (layers.ImageConv(8, 3, 2, 1, use_bias=False), (3, 2, 1, 1), (2, 20, 20, 3)),
     pytest.param(layers.ImageConv(8, 7, 2, 3, use_bias=False), (7, 2, 3, 1), (2, 20, 20, 3), marks=pytest.mark.slow),
     (layers.DepthwiseConv(3, 2, 1), (3, 2, 1, 8), (2, 21, 21, 8)),
     (layers.BlockedConv(40, 3), (3, 1, 0, 1), (2, 9, 9, 24)),  # Blocks of 16 channels, the last ones narrower.
-    (layers.BlockedConv(40, 2, use_bias=False), (2, 1, 0, 1), (2, 5, 5, 12)),  # Under BLOCK inputs: Conv's own.
+    pytest.param(layers.BlockedConv(40, 2, use_bias=False), (2, 1, 0, 1), (2, 5, 5, 12),  # Under BLOCK inputs:
+                 marks=pytest.mark.slow),  # Conv's own.
 ]
 
 

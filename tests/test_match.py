@@ -155,6 +155,7 @@ def test_cache_embeds_only_new_photos_and_is_keyed_by_content(tmp_path):
   assert np.isnan(out[0]).all() and np.isfinite(out[1]).all() and "unreadable" in reasons[str(tmp_path / "broken.jpg")]
 
 
+@pytest.mark.slow
 def test_flip_tta_gives_a_photo_and_its_mirror_identical_embeddings(tmp_path, monkeypatch):
   monkeypatch.setenv("JFACEDIAG_CACHE", str(tmp_path / "jcache"))
   crop = cv2.resize(data.astronaut()[30:250, 140:330], (112, 112), interpolation=cv2.INTER_AREA)

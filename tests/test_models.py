@@ -18,7 +18,8 @@ def test_registry_names_and_unknown_backbone():
     models.get("resnet19")
 
 
-@pytest.mark.parametrize("name,dim", [("resnet_tiny", 64), pytest.param("resnet18", 512, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name,dim", [pytest.param("resnet_tiny", 64, marks=pytest.mark.slow),
+                                      pytest.param("resnet18", 512, marks=pytest.mark.slow)])
 def test_feature_layer_is_the_input_of_the_head(name, dim):
   model = _model(name)
   v = steps.init_variables(model, 0, 32)
