@@ -195,6 +195,7 @@ def test_mtcnn_area_resize_of_crops_equals_torch_area_interpolation():
   np.testing.assert_allclose(integral.resize(50, 70), whole, atol=2e-5)
   np.testing.assert_array_equal(integral.resize(50, 70), _area_mean(img, 50, 70))
   big = rng.integers(0, 256, (300, 301, 3), np.uint8)  # 150 x 151 px bins: past float32 integers, float64 division.
-  np.testing.assert_array_equal(mtcnn._Integral(big).resize(2, 2), _area_mean(big, 2, 2))  # pylint: disable=protected-access
+  big_table = mtcnn._Integral(big)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(big_table.resize(2, 2), _area_mean(big, 2, 2))
   np.testing.assert_array_equal(mtcnn._Integral._mean(np.array([7]), np.array([3])),  # pylint: disable=protected-access
                                 np.float32(7 / 3))

@@ -7,9 +7,10 @@ scores, landmarks), generated photos at several sizes (the astronaut's face at a
       [--sizes 150x150,640x480,1920x1080] [--photos DIR] [--mtcnn-weights weights/mtcnn]
 
 Prints, per size, img/s for jfacediag (a second pass over the photos: the first, timed apart, compiles the few
-shape buckets they need) and for facenet-pytorch (eager), and their ratio (above 1: jfacediag is faster). facenet-pytorch runs with a
-pure-Python stand-in for torchvision's compiled NMS (torchvision cannot be installed beside this stack), so its
-figure is a lower bound of what it does with torchvision. Needs torch (pip install -e ".[dev]").
+shape buckets they need) and for facenet-pytorch (eager), and their ratio (above 1: jfacediag is faster).
+facenet-pytorch runs with a pure-Python stand-in for torchvision's compiled NMS (torchvision cannot be installed
+beside this stack), so its figure is a lower bound of what it does with torchvision. Needs torch
+(pip install -e ".[dev]").
 """
 import argparse
 import sys

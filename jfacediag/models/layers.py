@@ -1,7 +1,7 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
 adaptive average pooling, and convolutions that run fast on CPU (Conv, BlockedConv, PointwiseConv, ImageConv,
-DepthwiseConv: nn.Conv's parameters, another computation where XLA:CPU is slow). Padding is always explicit (README: Converting
-face-recognition weights).
+DepthwiseConv: nn.Conv's parameters, another computation where XLA:CPU is slow). Padding is always explicit
+(README: Converting face-recognition weights).
 
 The CPU forms are the default on CPU; JFACEDIAG_CPU_LAYERS=0 turns them off (plain convolutions, as on GPU and TPU),
 which is how tools/bench_convs.py and `python -m jfacediag.bench` measure what they gain.
@@ -101,9 +101,9 @@ class Conv(nn.Module):
   """nn.Conv(features, (k, k), stride, padding) with a square kernel and explicit symmetric padding: the same
   parameters (`kernel` (k, k, C_in, C_out), `bias`) and initialisers.
 
-  On CPU, from BANDED_MIN_ROWS output rows and BANDED_MIN_CHANNELS input channels on, the weight gradient is computed in pieces of rows and images
-  (banded_conv); the output and the input gradient are the plain convolution's. Other backends use the plain
-  convolution.
+  On CPU, from BANDED_MIN_ROWS output rows and BANDED_MIN_CHANNELS input channels on, the weight gradient is
+  computed in pieces of rows and images (banded_conv); the output and the input gradient are the plain
+  convolution's. Other backends use the plain convolution.
   """
   features: int
   kernel_size: int
@@ -171,8 +171,9 @@ class BlockedConv(Conv):
   """Conv (nn.Conv's parameters) for the narrow layers of small detectors (MTCNN): on CPU, from BLOCK input
   channels and 2 * BLOCK output channels on, computed as BLOCK x BLOCK channel blocks of the convolution, summed over
   input blocks. XLA:CPU runs the narrow convolution slowly and the blocks fast (forward, float32, 2 cores: PNet's
-  16 -> 32 3x3 on a 207x335 canvas 62 ms -> 13 ms, ONet's 32 -> 64 at 256 x 23x23 237 -> 117 ms, 64 -> 64 at 256 x
-  10x10 56 -> 18 ms; tools/bench_convs.py). The same numbers up to float summation order.
+  16 -> 32 3x3 on a 207x335 canvas 58 ms -> 12 ms, ONet's 32 -> 64 on 256 crops of 23x23 200 -> 106 ms, 64 -> 64 on
+  256 x 10x10 65 -> 25 ms; tools/bench_convs.py; MTCNN only runs forward). The same numbers up to float
+  summation order.
   """
 
   def convolve(self, x, w):
