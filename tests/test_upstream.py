@@ -227,6 +227,7 @@ def test_aligned_crops_are_fed_whole(tmp_path, ours):
   assert np.abs(fed(pp) - want).mean() > 5  # What the trainer did before: a different crop.
 
 
+@pytest.mark.slow
 def test_training_feeds_an_aligned_folder_whole(tmp_path):
   from configs import toy  # pylint: disable=g-import-not-at-top
   from jfacediag import network  # pylint: disable=g-import-not-at-top
