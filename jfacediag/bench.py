@@ -183,7 +183,7 @@ def bench_torch(args, compile_model):
   """The reference module + a new head: train step and features, eager or torch.compile'd."""
   import torch  # pylint: disable=g-import-not-at-top
   arch = models.get(args.model)
-  if arch.torch_ref is None or arch.kind != "backbone":
+  if arch.torch_ref is None or arch.kind == "mtcnn":
     raise LookupError(f"no PyTorch reference for {args.model}")
   device = "cuda" if jax.devices()[0].platform == "gpu" and torch.cuda.is_available() else "cpu"
   if device == "cpu":

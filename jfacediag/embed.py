@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jfacediag import builtin, cli_front, models, progress, sharding, steps
+from jfacediag import builtin, cli_front, cpu, models, progress, sharding, steps
 from jfacediag.data import aligned_folder, images
 from jfacediag.models import weights
 
@@ -36,7 +36,7 @@ class Embedder:
     n = jax.device_count()
     self.batch = max(n, batch // n * n)
     module = self.spec.make()
-    self._fn = jax.jit(lambda v, x: module.apply(v, x), out_shardings=sharding.replicated(self.mesh))
+    self._fn = cpu.jit(lambda v, x: module.apply(v, x), out_shardings=sharding.replicated(self.mesh))
     self._vars = jax.device_put({"params": variables["params"], "batch_stats": variables["batch_stats"]},
                                 sharding.replicated(self.mesh))
 
@@ -111,7 +111,7 @@ def run(args, quiet=False):
     mesh = sharding.make_mesh()
     batch = max(jax.device_count(), args.batch // jax.device_count() * jax.device_count())
     module = spec.make()
-    fn = jax.jit(lambda v, x, idx: (module.apply(v, x), idx), out_shardings=sharding.replicated(mesh))
+    fn = cpu.jit(lambda v, x, idx: (module.apply(v, x), idx), out_shardings=sharding.replicated(mesh))
     model_vars = jax.device_put({"params": variables["params"], "batch_stats": variables["batch_stats"]},
                                 sharding.replicated(mesh))
     emb = steps.run_batches(fn, model_vars, "", [p for _, p in usable], np.zeros(len(usable), np.int32), pp, batch,

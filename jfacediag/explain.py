@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jfacediag import cpu
 from jfacediag.align import styles
 
 REGIONS = ("eyes", "nose", "mouth", "cheeks", "forehead")
@@ -69,7 +70,7 @@ def make_gradcam(model, variables, layer, input_shape):
     cam = cam / jnp.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
     return cam, logits
 
-  jitted = jax.jit(fn)
+  jitted = cpu.jit(fn)
   return lambda x, classes: jitted(variables, x, classes)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from jfacediag import calibration as calibration_lib, checkpointing, cli_front, explain, fileio, models, progress
-from jfacediag import methods, rundir, sharding, steps
+from jfacediag import cpu, methods, rundir, sharding, steps
 from jfacediag.align import styles
 from jfacediag.data import aligned_folder, images, pipeline, splits
 from jfacediag.methods import finetune
@@ -280,7 +280,7 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
     return []
   s = pp.input_size
   gradcam = explain.make_gradcam(model, run.variables, spec.cam_layer, (1, s, s, 3))
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  apply = cpu.jit(lambda v, x: model.apply(v, x, train=False))
   predict = lambda xs: np.asarray(apply(run.variables, xs))  # noqa: E731
   patch = patch or max(2, s // 7)
   mean, std = np.array(pp.mean, np.float32), np.array(pp.std, np.float32)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jfacediag import sharding
+from jfacediag import cpu, sharding
 from jfacediag.data import pipeline
 
 
@@ -84,19 +84,19 @@ def make_train_step(model, tx, mesh, num_classes, label_smoothing, bn_train, lr_
     return new, metrics
 
   rep = sharding.replicated(mesh)
-  return jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep))
+  return cpu.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep))
 
 
 def make_predict_step(model, mesh, dtype=jnp.float32):
   """Returns predict(variables, images, index) -> (logits, index), replicated so every process reads all rows."""
   rep = sharding.replicated(mesh)
-  return jax.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False), i), out_shardings=rep)
+  return cpu.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False), i), out_shardings=rep)
 
 
 def make_feature_step(model, mesh, dtype=jnp.float32):
   """Returns features(variables, images, index) -> (feature layer, index), replicated (DTL2)."""
   rep = sharding.replicated(mesh)
-  return jax.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False, method="features"), i),
+  return cpu.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False, method="features"), i),
                  out_shardings=rep)
 
 

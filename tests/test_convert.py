@@ -55,6 +55,19 @@ def test_parity_against_pytorch_reference(name, tmp_path):
   _check_parity(arch, tmp_path / "w.pth", tmp_path / "out", verify.random_input(arch, seed=1))
 
 
+def test_sface_pytorch_reference_is_the_flax_architecture():
+  """SFace converts from ONNX only; its PyTorch twin (keys = Flax paths) is what jfacediag.bench races."""
+  arch = models.get("sface")
+  model = randomize_(arch.torch_ref(None), 0)
+  state = {k: v.numpy() for k, v in model.state_dict().items()}
+  variables, report = mapping.convert(arch, state)
+  assert report["tensors"] == len(state)  # Every tensor used, num_batches_tracked included.
+  x = verify.random_input(arch, batch=2, seed=1)
+  diffs = verify.compare(verify.torch_outputs(arch, state, x), verify.flax_outputs(arch, variables, x))
+  print(f"sface features: max |diff| {diffs['features'][0]:.2e}, relative {diffs['features'][1]:.2e}")
+  assert diffs["features"][1] <= TOL
+
+
 def test_every_architecture_in_help():
   r = subprocess.run([sys.executable, f"{REPO}/tools/convert_weights.py", "--help"], capture_output=True, text=True,
                      env=subprocess_env(), timeout=120)

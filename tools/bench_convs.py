@@ -4,10 +4,11 @@ r"""Times single convolutions, forward and both gradients: XLA's convolution, jf
 
 Reproduces the figures quoted in jfacediag/models/layers.py and the README's benchmark section: a depthwise 3x3
 (56x56x128, batch 16), a 1x1 conv (56x56, 64 -> 128, batch 16), ResNet-50's 7x7/2 stem (224 px, batch 8) and 3x3
-convs (56x56x64, 112x112x64, 56x56x256, 112x112x64 stride 2; batch 8) and MTCNN's narrow 3x3 convs (BlockedConv:
-PNet's on a 207x335 canvas, ONet's on 256 crops), each as XLA's convolution, as the layers.py
-form that replaces it on CPU, and PyTorch's conv2d on all cores. Also prints the largest difference between the two
-JAX forms.
+convs (224x224x64, 112x112x64, 56x56x64, 56x56x128, 28x28x256, 14x14x512, 112x112x64 stride 2; batch 8; the
+stride-1 ones are Winograd on CPU) and MTCNN's narrow 3x3 convs (PNet's on a 207x335 canvas, ONet's on
+256 crops), each as XLA's convolution under jax.jit's defaults, as the layers.py form that replaces it on CPU under
+jfacediag's compiler options (cpu.jit), and PyTorch's conv2d on all cores. Also prints the largest difference
+between the two JAX forms.
 """
 import os
 import time
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jfacediag import cpu
 from jfacediag.models import layers
 
 
@@ -54,14 +56,17 @@ def main():
   cases = [  # name, input NHWC, kernel HWIO, stride, padding, groups, the layers.py module
       ("depthwise 3x3", (16, 56, 56, 128), (3, 3, 1, 128), 1, 1, 128, layers.DepthwiseConv(3, 1, 1)),
       ("1x1 conv", (16, 56, 56, 64), (1, 1, 64, 128), 1, 0, 1, layers.PointwiseConv(128)),
-      ("stem 7x7/2", (8, 224, 224, 3), (7, 7, 3, 64), 2, 3, 1, layers.ImageConv(64, 7, 2, 3, use_bias=False)),
-      ("3x3 conv", (8, 56, 56, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
+      ("stem 7x7/2", (8, 224, 224, 3), (7, 7, 3, 64), 2, 3, 1, layers.Conv(64, 7, 2, 3, use_bias=False)),
+      ("3x3 conv", (8, 224, 224, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
       ("3x3 conv", (8, 112, 112, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
-      ("3x3 conv", (8, 56, 56, 256), (3, 3, 256, 256), 1, 1, 1, layers.Conv(256, 3, 1, 1, use_bias=False)),
+      ("3x3 conv", (8, 56, 56, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
+      ("3x3 conv", (8, 56, 56, 128), (3, 3, 128, 128), 1, 1, 1, layers.Conv(128, 3, 1, 1, use_bias=False)),
+      ("3x3 conv", (8, 28, 28, 256), (3, 3, 256, 256), 1, 1, 1, layers.Conv(256, 3, 1, 1, use_bias=False)),
+      ("3x3 conv", (8, 14, 14, 512), (3, 3, 512, 512), 1, 1, 1, layers.Conv(512, 3, 1, 1, use_bias=False)),
       ("3x3/2 conv", (8, 112, 112, 64), (3, 3, 64, 128), 2, 1, 1, layers.Conv(128, 3, 2, 1, use_bias=False)),
-      ("MTCNN PNet conv3", (1, 207, 335, 16), (3, 3, 16, 32), 1, 0, 1, layers.BlockedConv(32, 3, use_bias=False)),
-      ("MTCNN ONet conv2", (256, 23, 23, 32), (3, 3, 32, 64), 1, 0, 1, layers.BlockedConv(64, 3, use_bias=False)),
-      ("MTCNN ONet conv3", (256, 10, 10, 64), (3, 3, 64, 64), 1, 0, 1, layers.BlockedConv(64, 3, use_bias=False)),
+      ("MTCNN PNet conv3", (1, 207, 335, 16), (3, 3, 16, 32), 1, 0, 1, layers.Conv(32, 3, use_bias=False)),
+      ("MTCNN ONet conv2", (256, 23, 23, 32), (3, 3, 32, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
+      ("MTCNN ONet conv3", (256, 10, 10, 64), (3, 3, 64, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
   ]
   print(f"{'':30s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
         "largest relative difference (output, d input, d kernel)")
@@ -72,8 +77,8 @@ def main():
     conv = jax.jit(lambda x, w, s=stride, p=pad, g=groups: _conv(x, w, s, p, g))
     grad = jax.jit(jax.grad(lambda x, w, s=stride, p=pad, g=groups: (_conv(x, w, s, p, g) ** 2).sum(), (0, 1)))
     v = {"params": {"kernel": w}}
-    fwd = jax.jit(lambda v, x, m=module: m.apply(v, x))
-    bwd = jax.jit(jax.grad(lambda v, x, m=module: (m.apply(v, x) ** 2).sum(), (0, 1)))
+    fwd = cpu.jit(lambda v, x, m=module: m.apply(v, x))
+    bwd = cpu.jit(jax.grad(lambda v, x, m=module: (m.apply(v, x) ** 2).sum(), (0, 1)))
     row = [_ms(lambda: conv(x, w)), _ms(lambda: grad(x, w)), _ms(lambda: fwd(v, x)), _ms(lambda: bwd(v, x))]
     rel = lambda a, b: float(jnp.abs(a - b).max() / jnp.abs(b).max())
     ours, ref = bwd(v, x), grad(x, w)

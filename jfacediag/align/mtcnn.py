@@ -29,6 +29,7 @@ import os
 import jax
 import numpy as np
 
+from jfacediag import cpu
 from jfacediag.models import mtcnn as nets
 from jfacediag.models import weights
 
@@ -213,9 +214,9 @@ class MTCNN:
       if meta["arch"] != f"mtcnn_{name}":
         raise ValueError(f"{path} holds {meta['arch']} weights, expected mtcnn_{name}")
       self.vars[name] = jax.device_put({"params": variables["params"]})
-    self.pnet = jax.jit(lambda v, x, valid: nets.PNet().apply(v, x, valid))
-    self.rnet = jax.jit(lambda v, x: nets.RNet().apply(v, x))
-    self.onet = jax.jit(lambda v, x: nets.ONet().apply(v, x))
+    self.pnet = cpu.jit(lambda v, x, valid: nets.PNet().apply(v, x, valid))
+    self.rnet = cpu.jit(lambda v, x: nets.RNet().apply(v, x))
+    self.onet = cpu.jit(lambda v, x: nets.ONet().apply(v, x))
     self._layouts = {}
 
   def _batched(self, fn, variables, x):

@@ -2,6 +2,7 @@
 import jax
 import numpy as np
 
+from jfacediag import cpu
 from jfacediag.data import images
 
 
@@ -45,7 +46,7 @@ def torch_outputs(arch, state_dict, x_nchw, num_classes=None):
 def flax_outputs(arch, variables, x_nchw):
   x = np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
   model_vars = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and v}
-  out = jax.jit(lambda v, x: arch.make().apply(v, x))(model_vars, x)
+  out = cpu.jit(lambda v, x: arch.make().apply(v, x))(model_vars, x)
   if arch.kind == "mtcnn":
     names = ("box", "landmarks", "prob") if arch.name == "mtcnn_onet" else ("box", "prob")
     return {n: np.asarray(o) for n, o in zip(names, out)}

@@ -18,7 +18,7 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = nn.relu(layers.ImageConv(64, 11, 4, 2, name="conv1")(x))
+    x = nn.relu(layers.Conv(64, 11, 4, 2, name="conv1")(x))
     x = layers.max_pool(x, 3, 2)
     x = nn.relu(layers.Conv(192, 5, 1, 2, name="conv2")(x))
     x = layers.max_pool(x, 3, 2)

@@ -42,7 +42,7 @@ class IResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     bn = layers.torch_batch_norm(train, 1e-5)
-    x = layers.ImageConv(64, 3, 1, 1, use_bias=False, name="conv1")(x)
+    x = layers.Conv(64, 3, 1, 1, use_bias=False, name="conv1")(x)
     x = layers.PReLU(name="prelu")(bn(name="bn1")(x))
     in_ch = 64
     for i, n in enumerate(self.stage_sizes):

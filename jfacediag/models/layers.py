@@ -1,19 +1,22 @@
 """Layers that PyTorch checkpoints need and Flax lacks: per-channel PReLU, ceil-mode max pooling, torch's
-adaptive average pooling, and convolutions that run fast on CPU (Conv, BlockedConv, PointwiseConv, ImageConv,
-DepthwiseConv: nn.Conv's parameters, another computation where XLA:CPU is slow). Padding is always explicit
-(README: Converting face-recognition weights).
+adaptive average pooling, and layers that run fast on CPU: Conv, PointwiseConv and DepthwiseConv have
+nn.Conv's parameters and another computation where XLA:CPU is slow; BatchNorm (nn.BatchNorm's variables) and
+max_pool have another gradient. Padding is always explicit (README: Converting face-recognition weights).
 
-The CPU forms are the default on CPU; JFACEDIAG_CPU_LAYERS=0 turns them off (plain convolutions, as on GPU and TPU),
+The CPU forms are the default on CPU; JFACEDIAG_CPU_LAYERS=0 turns them off (the plain layers, as on GPU and TPU),
 which is how tools/bench_convs.py and `python -m jfacediag.bench` measure what they gain.
 """
 import contextlib
 import functools
 import math
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+from jfacediag import cpu
+from jfacediag.models import winograd
 
 
 _AS_CONVOLUTIONS = [False]
@@ -21,7 +24,7 @@ _AS_CONVOLUTIONS = [False]
 
 @contextlib.contextmanager
 def as_convolutions():
-  """Traces ImageConv and DepthwiseConv as convolutions on every backend (jfacediag.flops counts conv ops)."""
+  """Traces every layer in its plain form on every backend (jfacediag.flops counts conv ops)."""
   _AS_CONVOLUTIONS[0] = True
   try:
     yield
@@ -30,8 +33,7 @@ def as_convolutions():
 
 
 def _cpu_form():
-  return (jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0]
-          and os.environ.get("JFACEDIAG_CPU_LAYERS", "1") != "0")
+  return jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0] and cpu.cpu_layers()
 
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -41,69 +43,18 @@ def _conv(x, w, stride, padding):
   return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=_DN)
 
 
-BANDED_MIN_ROWS = 28  # Output rows from which the weight gradient is computed in bands (below, XLA's is as fast),
-BANDED_MIN_CHANNELS = 32  # with this many input channels or more (fewer: little to gain, compile time to lose).
-_BANDS = 16  # At most this many bands of rows: more are faster to run and slower to compile.
-_PIECE = 8192  # At most this many output pixels (images x rows x columns) in one piece of the weight gradient.
-
-
-def _row_bands(rows):
-  """(first row, number of rows) of each band of output rows: at most _BANDS bands of equal height."""
-  height = -(-rows // _BANDS)
-  return [(r, min(height, rows - r)) for r in range(0, rows, height)]
-
-
-def _pieces(images, rows, cols):
-  """(first image, images, first row, rows) of each piece: bands of rows, each split over the batch so that a piece
-  holds at most _PIECE output pixels (XLA:CPU slows down again on larger ones: 112x112x64 at batch 32, 16 bands,
-  7.6 s; split into 4 x 8 images, 1.1 s)."""
-  bands = _row_bands(rows)
-  per = max(1, _PIECE // (bands[0][1] * cols))
-  chunk = -(-images // -(-images // per))  # Equal chunks of at most `per` images.
-  return [(b, min(chunk, images - b), r, n) for r, n in bands for b in range(0, images, chunk)]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def banded_conv(x, w, stride, padding):
-  """lax.conv_general_dilated (NHWC, HWIO) whose weight gradient is a sum over pieces: bands of output rows, split
-  over the batch (_pieces).
-
-  XLA:CPU computes a 3x3 convolution's weight gradient slowly on large images (one 112x112x64 3x3 conv, batch 8:
-  1.2-2.0 s; in 16 bands, 0.24 s). Each piece's gradient is XLA's own, on the images and the rows of the padded
-  input that piece reads; their sum is the gradient (same numbers up to float summation order). The output and the
-  input gradient are XLA's. tools/bench_convs.py times both.
-  """
-  return _conv(x, w, stride, padding)
-
-
-def _banded_fwd(x, w, stride, padding):
-  return _conv(x, w, stride, padding), (x, w)
-
-
-def _banded_bwd(stride, padding, res, g):
-  x, w = res
-  dx = jax.vjp(lambda x: _conv(x, w, stride, padding), x)[1](g)[0]
-  (pt, pb), (pl, pr) = padding
-  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  k = w.shape[0]
-  dw = jnp.zeros(w.shape, jnp.float32)
-  for b, m, r, n in _pieces(*g.shape[:3]):
-    rows = xp[b:b + m, r * stride:(r + n - 1) * stride + k]
-    part = jax.vjp(lambda w: _conv(rows, w, stride, ((0, 0), (0, 0))), w)[1](g[b:b + m, r:r + n])[0]
-    dw = dw + part.astype(jnp.float32)
-  return dx, dw.astype(w.dtype)
-
-
-banded_conv.defvjp(_banded_fwd, _banded_bwd)
+# Fewer input channels (an RGB stem, MTCNN's narrow convs): the direct convolution is faster (MTCNN ONet's 32 -> 64
+# on 256 crops of 23x23, forward: 35 ms Winograd, 25 ms direct; its 64 -> 64 on 10x10: 6 ms, 8 ms).
+WINOGRAD_MIN_CHANNELS = 64
 
 
 class Conv(nn.Module):
   """nn.Conv(features, (k, k), stride, padding) with a square kernel and explicit symmetric padding: the same
   parameters (`kernel` (k, k, C_in, C_out), `bias`) and initialisers.
 
-  On CPU, from BANDED_MIN_ROWS output rows and BANDED_MIN_CHANNELS input channels on, the weight gradient is
-  computed in pieces of rows and images (banded_conv); the output and the input gradient are the plain
-  convolution's. Other backends use the plain convolution.
+  On CPU a 3x3 stride-1 conv with at least WINOGRAD_MIN_CHANNELS input channels is winograd.conv3x3 (2.25x fewer
+  multiply-adds, output and both gradients); other convs, and every conv on other backends, are the plain
+  convolution.
   """
   features: int
   kernel_size: int
@@ -122,18 +73,86 @@ class Conv(nn.Module):
 
   def convolve(self, x, w):
     """The CPU form."""
-    s, p = self.stride, self.padding
-    rows = (x.shape[1] + 2 * p - self.kernel_size) // s + 1
-    if rows >= BANDED_MIN_ROWS and x.shape[-1] >= BANDED_MIN_CHANNELS:
-      return banded_conv(x, w, s, pad(p))
-    return _conv(x, w, s, pad(p))
+    if self.kernel_size == 3 and self.stride == 1 and x.shape[-1] >= WINOGRAD_MIN_CHANNELS:
+      return winograd.conv3x3(x, w, self.padding)
+    return _conv(x, w, self.stride, pad(self.padding))
 
 
 def torch_batch_norm(train, epsilon=1e-5):
-  """nn.BatchNorm as torch's: momentum 0.9 in Flax's convention is torch's 0.1, and use_fast_variance=False is
+  """BatchNorm as torch's: momentum 0.9 in Flax's convention is torch's 0.1, and use_fast_variance=False is
   torch's two-pass variance. epsilon is per architecture (set in each model file)."""
-  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=epsilon,
+  return functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, epsilon=epsilon,
                            use_fast_variance=False)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, epsilon):
+  """(y, mean, var) of BatchNorm on batch statistics over every axis but the last: two-pass biased variance,
+  y = (x - mean) * rsqrt(var + epsilon) * scale + bias, as nn.BatchNorm(use_fast_variance=False) computes them.
+  Its gradient is the closed form (one pass for the two sums, one for dx) instead of autodiff's chain of
+  reductions and broadcasts."""
+  return _bn_fwd(x, scale, bias, epsilon)[0]
+
+
+def _bn_stats(x):
+  axes = tuple(range(x.ndim - 1))
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axes)
+  return mean, jnp.mean(jnp.square(x - mean), axes)
+
+
+def _bn_fwd(x, scale, bias, epsilon):
+  mean, var = _bn_stats(x)
+  inv = jax.lax.rsqrt(var + epsilon)
+  a = inv * scale  # y = x * a + (bias - mean * a): x - mean is then only read by the variance's reduction, which
+  y = (x.astype(jnp.float32) * a + (bias - mean * a)).astype(x.dtype)  # XLA fuses instead of writing it out.
+  return (y, mean, var), (x, mean, inv, scale)
+
+
+def _bn_fwd_rule(x, scale, bias, epsilon):
+  return _bn_fwd(x.value, scale.value, bias.value, epsilon)
+
+
+def _bn_bwd(epsilon, res, cts):
+  del epsilon
+  x, mean, inv, scale = res
+  g, g_mean, g_var = cts
+  axes = tuple(range(x.ndim - 1))
+  n = x.size // x.shape[-1]
+  g = g.astype(jnp.float32)
+  xhat = (x.astype(jnp.float32) - mean) * inv
+  d_bias = jnp.sum(g, axes)
+  d_scale = jnp.sum(g * xhat, axes)
+  dx = (scale * inv) * (g - (d_bias + xhat * d_scale) / n)
+  if not isinstance(g_mean, SymbolicZero):  # mean and var only feed the running statistics: no cotangent in training.
+    dx = dx + g_mean / n
+  if not isinstance(g_var, SymbolicZero):
+    dx = dx + g_var * (2.0 / n) * (xhat / inv)
+  return dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
+
+
+batch_norm_train.defvjp(_bn_fwd_rule, _bn_bwd, symbolic_zeros=True)
+
+
+class BatchNorm(nn.BatchNorm):
+  """nn.BatchNorm (same variables and results) whose training step on CPU is batch_norm_train: XLA:CPU runs
+  autodiff's backward pass of nn.BatchNorm as many separate reductions and broadcasts."""
+
+  @nn.compact
+  def __call__(self, x, use_running_average=None, *, mask=None):
+    use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    if (use_running_average or mask is not None or self.axis != -1 or self.axis_name or self.use_fast_variance
+        or not (self.use_scale and self.use_bias) or self.is_initializing() or not _cpu_form()):
+      return super().__call__(x, None if self.use_running_average is not None else use_running_average, mask=mask)
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
+    ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
+    scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
+    y, mean, var = batch_norm_train(x, scale.astype(jnp.float32), bias.astype(jnp.float32), self.epsilon)
+    ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+    ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
 
 
 class PReLU(nn.Module):
@@ -161,49 +180,32 @@ class PointwiseConv(nn.Module):
     w = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features)).astype(x.dtype)
     if self.stride > 1:
       x = x[:, ::self.stride, ::self.stride, :]
+    if _cpu_form():
+      return pointwise(x, w[0, 0])
     return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
 
 
-BLOCK = 16  # Channels per block of BlockedConv.
+@jax.custom_vjp
+def pointwise(x, w):
+  """x (..., C) @ w (C, D) whose gradients are two plain matrix products over the rows of x: dx = g w^T and
+  dw = x^T g contracted over the rows in place. Autodiff's einsum transpose asks for g^T, which XLA:CPU writes
+  out as a transposed copy (ResNet-50 at 224, batch 8: ~290 ms of a 2.3 s train step)."""
+  return jnp.dot(x, w)
 
 
-class BlockedConv(Conv):
-  """Conv (nn.Conv's parameters) for the narrow layers of small detectors (MTCNN): on CPU, from BLOCK input
-  channels and 2 * BLOCK output channels on, computed as BLOCK x BLOCK channel blocks of the convolution, summed over
-  input blocks. XLA:CPU runs the narrow convolution slowly and the blocks fast (forward, float32, 2 cores: PNet's
-  16 -> 32 3x3 on a 207x335 canvas 58 ms -> 12 ms, ONet's 32 -> 64 on 256 crops of 23x23 200 -> 106 ms, 64 -> 64 on
-  256 x 10x10 65 -> 25 ms; tools/bench_convs.py; MTCNN only runs forward). The same numbers up to float
-  summation order.
-  """
-
-  def convolve(self, x, w):
-    c_in, c_out = w.shape[2], w.shape[3]
-    if c_in < BLOCK or c_out < 2 * BLOCK:
-      return super().convolve(x, w)
-    s, p = self.stride, pad(self.padding)
-    outs = []
-    for o in range(0, c_out, BLOCK):
-      parts = [_conv(x[..., i:i + BLOCK], w[:, :, i:i + BLOCK, o:o + BLOCK], s, p) for i in range(0, c_in, BLOCK)]
-      outs.append(functools.reduce(jnp.add, parts))
-    return jnp.concatenate(outs, -1)
+def _pointwise_fwd(x, w):
+  return jnp.dot(x, w), (x, w)
 
 
-class ImageConv(Conv):
-  """A k x k conv on the RGB image (the stem): the parameters of nn.Conv (`kernel` (k, k, 3, C)[, `bias`]).
+def _pointwise_bwd(res, g):
+  x, w = res
+  rows = x.reshape(-1, x.shape[-1])
+  dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
+  dw = jax.lax.dot_general(rows, g.reshape(-1, g.shape[-1]), (((0,), (0,)), ((), ())))
+  return dx, dw
 
-  On CPU it is computed as im2col (k*k strided slices, concatenated) and one matrix product: XLA:CPU computes the
-  weight gradient of a 3-channel convolution slowly (ResNet-50's 7x7/2 stem at 224 px, batch 8, weight gradient
-  alone: 399 ms as a convolution, 140 ms this way; tools/bench_convs.py times both gradients); the outputs agree
-  exactly. Other backends use the convolution.
-  """
 
-  def convolve(self, x, w):
-    k, s, p = self.kernel_size, self.stride, self.padding
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    ho, wo = (x.shape[1] + 2 * p - k) // s + 1, (x.shape[2] + 2 * p - k) // s + 1
-    cols = jnp.concatenate([xp[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s, :]
-                            for a in range(k) for b in range(k)], -1)
-    return jnp.einsum("nhwc,cd->nhwd", cols, w.reshape(-1, self.features))
+pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 class DepthwiseConv(nn.Module):
@@ -247,11 +249,60 @@ def _ceil_extra(size, k, s, p):
 
 
 def max_pool(x, k, s, p=0, ceil_mode=False):
-  """torch.nn.MaxPool2d(k, s, p, ceil_mode) on NHWC; ceil mode pads the high side with -inf as torch does."""
-  if not ceil_mode:
-    return nn.max_pool(x, (k, k), (s, s), pad(p))
-  eh, ew = _ceil_extra(x.shape[1], k, s, p), _ceil_extra(x.shape[2], k, s, p)
-  return nn.max_pool(x, (k, k), (s, s), ((p, p + eh), (p, p + ew)))
+  """torch.nn.MaxPool2d(k, s, p, ceil_mode) on NHWC; ceil mode pads the high side with -inf as torch does.
+  On CPU the gradient is pooled_max's (torch's: each window's gradient goes to its first maximum)."""
+  eh, ew = (_ceil_extra(x.shape[1], k, s, p), _ceil_extra(x.shape[2], k, s, p)) if ceil_mode else (0, 0)
+  padding = ((p, p + eh), (p, p + ew))
+  if _cpu_form():
+    return pooled_max(x, k, s, padding, x.shape[1:3])
+  return nn.max_pool(x, (k, k), (s, s), padding)
+
+
+def _windows(x, k, s, padding):
+  """The k*k strided views of x padded with -inf, in torch's scan order (row by row), and the output size."""
+  (pt, pb), (pl, pr) = padding
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-jnp.inf)
+  ho, wo = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
+  return [xp[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s] for a in range(k) for b in range(k)], xp.shape
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def pooled_max(x, k, s, padding, size):
+  """nn.max_pool(x, (k, k), (s, s), padding) whose gradient goes to the first maximum of each window in row-major
+  order, as torch's and XLA's do, computed from the index of that maximum (one byte per output) saved by the
+  forward pass: XLA:CPU's select-and-scatter builds index arrays of the padded input (ResNet-50 at 224, batch 8:
+  about 100 ms of the train step). size: x's (rows, columns)."""
+  del size
+  views, _ = _windows(x, k, s, padding)
+  return functools.reduce(jnp.maximum, views)
+
+
+def _pooled_max_fwd(x, k, s, padding, size):
+  del size
+  views, _ = _windows(x, k, s, padding)
+  y = functools.reduce(jnp.maximum, views)
+  first = jnp.full(y.shape, k * k - 1, jnp.int8)
+  for i in reversed(range(k * k - 1)):
+    first = jnp.where(views[i] == y, jnp.int8(i), first)
+  return y, first
+
+
+def _pooled_max_bwd(k, s, padding, size, first, g):
+  (pt, _), (pl, _) = padding
+  n, ho, wo, c = g.shape
+  hp, wp = s * (ho - 1) + k, s * (wo - 1) + k  # The padded rows and columns some window reads.
+  zero = jnp.zeros((), g.dtype)
+  dx = 0
+  for a in range(k):
+    for b in range(k):
+      part = jnp.where(first == a * k + b, g, zero)
+      dx = dx + jax.lax.pad(part, zero, ((0, 0, 0), (a, hp - a - s * (ho - 1) - 1, s - 1),
+                                         (b, wp - b - s * (wo - 1) - 1, s - 1), (0, 0, 0)))
+  # Back to x's rows and columns: drop the low padding; windows may stop short of x's last rows (floor mode).
+  return (jax.lax.pad(dx, zero, ((0, 0, 0), (-pt, pt + size[0] - hp, 0), (-pl, pl + size[1] - wp, 0), (0, 0, 0))),)
+
+
+pooled_max.defvjp(_pooled_max_fwd, _pooled_max_bwd)
 
 
 def adaptive_avg_pool(x, out):

@@ -52,7 +52,7 @@ class ConvBN(nn.Module):
     elif self.kernel == 1:
       x = layers.PointwiseConv(self.features, self.stride, name="conv")(x)
     else:
-      x = layers.ImageConv(self.features, self.kernel, self.stride, self.kernel // 2, use_bias=False, name="conv")(x)
+      x = layers.Conv(self.features, self.kernel, self.stride, self.kernel // 2, use_bias=False, name="conv")(x)
     x = layers.torch_batch_norm(self.train)(name="bn")(x)
     return x if self.linear else layers.PReLU(name="prelu")(x)
 

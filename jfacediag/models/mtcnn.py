@@ -16,7 +16,7 @@ from jfacediag.models.preprocessing import Preprocessing
 
 
 def _conv(x, ch, k, name):
-  x = layers.BlockedConv(ch, k, name=name)(x)
+  x = layers.Conv(ch, k, name=name)(x)
   return layers.PReLU(name=name.replace("conv", "prelu"))(x)
 
 

@@ -7,8 +7,8 @@
 Module names follow torchvision's state_dict keys (`conv1`, `bn1`, `layer1_0/conv1`, `layer1_0/downsample_conv`),
 so the converter maps `layer1.0.conv1.weight` -> `layer1_0/conv1/kernel` by rule. `__call__` returns the
 feature layer: the globally average-pooled output of the last stage (2048-d for ResNet-50). The bias-free 1x1
-convs are layers.PointwiseConv (a matrix product), the 3x3 convs layers.Conv (banded weight gradient) and the stem
-layers.ImageConv (im2col), with nn.Conv's parameters: XLA:CPU trains them much faster.
+convs are layers.PointwiseConv (a matrix product) and the others layers.Conv (Winograd for the stride-1 3x3 ones),
+with nn.Conv's parameters: XLA:CPU trains them much faster (layers.py).
 """
 from typing import Sequence
 
@@ -81,7 +81,7 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     bn = layers.torch_batch_norm(train, self.bn_eps)
     block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
-    x = layers.ImageConv(self.width, 7, 2, 3, use_bias=False, name="conv1")(x)
+    x = layers.Conv(self.width, 7, 2, 3, use_bias=False, name="conv1")(x)
     x = nn.relu(bn(name="bn1")(x))
     x = layers.max_pool(x, 3, 2, 0, ceil_mode=True) if self.caffe else layers.max_pool(x, 3, 2, 1)
     in_ch = self.width

