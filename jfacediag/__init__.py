@@ -6,9 +6,10 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Before JAX starts its CPU client: malloc keeps the pages XLA:CPU frees after each step (jfacediag/cpu.py).
+# Before anything else: a `python -m jfacediag.*` command on CPU restarts itself with huge pages for malloc, so that
+# XLA:CPU's steps do not page-fault their memory in again each step (jfacediag/cpu.py).
 from jfacediag import cpu  # pylint: disable=g-import-not-at-top
 
-cpu.keep_freed_memory()
+cpu.reexec_with_huge_pages()
 
 __version__ = "0.1.0"

@@ -7,7 +7,8 @@ r"""Benchmark: jfacediag's train step, DTL2 features and input pipeline, against
 jfacediag side: the trainer's own jitted steps (steps.make_train_step / make_feature_step: SGD momentum, weight
 decay, BatchNorm updated, buffers donated) on random data already on the devices, then the tf.data input
 pipeline alone on generated JPEG files (decode, resize, crop, augment). FLOPs per image come from XLA's cost
-analysis of the compiled steps (a multiply-add counts 2), and achieved FLOP/s from the step time.
+analysis of the steps traced with the plain layers (a multiply-add counts 2; the CPU forms of models/layers.py do
+other arithmetic for the same function), and achieved FLOP/s from the step time.
 
 PyTorch side, in the same process on the same device: the repo's reference module of the same architecture
 (jfacediag/reference/torch_models.py) with a new linear head, SGD momentum with weight decay, cross-entropy,
@@ -18,6 +19,7 @@ Prints a table and one JSON line (and writes it to --json).
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -28,8 +30,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from jfacediag import base_config, cli_front, models, optim, sharding, steps
-from jfacediag.models import classifier
+from jfacediag import base_config, cli_front, cpu, models, optim, sharding, steps
+from jfacediag.models import classifier, layers
 
 
 def _time(fn, n):
@@ -67,8 +69,11 @@ def _pct(x):
   return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _flops(compiled):
-  cost = compiled.cost_analysis()
+def _model_flops(make_step, *args):
+  """XLA's FLOP count of a new step traced with the plain layers (layers.as_convolutions): the model's own
+  arithmetic, for MFU. The CPU forms compute the same function with other arithmetic (Winograd's transforms)."""
+  with layers.as_convolutions():
+    cost = make_step().lower(*args).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
@@ -134,14 +139,21 @@ def bench_jax(args):
     return m["loss"]
 
   _time(one_train_step, args.warmup)
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   train_s = _time(one_train_step, args.steps)
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
   dev = jax.devices()[0]
   out = {"params": int(n_params), "devices": jax.device_count(), "platform": dev.platform,
+         "cpu_memory": cpu.describe(),
          "device_kind": dev.device_kind, "dtype": args.dtype,
          "train_step_s": train_s, "train_img_per_s": args.batch / train_s, "train_compile_s": train_compile,
+         "train_page_faults_per_step": faults,  # Many on CPU: memory handed back each step (jfacediag/cpu.py).
          "features_step_s": feat_s, "features_img_per_s": args.batch / feat_s, "features_compile_s": feat_compile,
-         "forward_gflops_per_img": _flops(feat_compiled) / args.batch / 1e9,
-         "train_gflops_per_img": _flops(compiled) / args.batch / 1e9}
+         "forward_gflops_per_img": _model_flops(lambda: steps.make_feature_step(model, mesh, dtype), variables,
+                                                batch["image"], batch["index"]) / args.batch / 1e9,
+         "train_gflops_per_img": _model_flops(
+             lambda: steps.make_train_step(model, tx, mesh, args.classes, 0.0, True, lr, dtype), holder["state"],
+             {"image": batch["image"], "label": batch["label"]}) / args.batch / 1e9}
   out["train_achieved_gflops_per_s"] = out["train_gflops_per_img"] * out["train_img_per_s"]
   out["features_achieved_gflops_per_s"] = out["forward_gflops_per_img"] * out["features_img_per_s"]
   peak, out["mfu_peak"] = peak_tflops(dev.device_kind, args.dtype)
@@ -267,7 +279,8 @@ def main(argv=None):
   print(f"  {'':22s} {'train step':>12s} {'img/s':>9s} {'features':>11s} {'img/s':>9s}  notes")
   print(f"  {'jfacediag (jax.jit)':22s} {j['train_step_s'] * 1e3:9.1f} ms {j['train_img_per_s']:9.1f} "
         f"{j['features_step_s'] * 1e3:8.1f} ms {j['features_img_per_s']:9.1f}  compile {j['train_compile_s']:.1f} s"
-        f" + {j['features_compile_s']:.1f} s; {j['train_achieved_gflops_per_s']:.1f} GFLOP/s training")
+        f" + {j['features_compile_s']:.1f} s; {j['train_achieved_gflops_per_s']:.1f} GFLOP/s training; "
+        f"{j['train_page_faults_per_step']:.0f} page faults/step ({j['cpu_memory']})")
   print(f"  MFU: train {_pct(j['train_mfu'])}, features {_pct(j['features_mfu'])} ({j['mfu_peak']})")
   for mode, t in result["torch"].items():
     name = f"PyTorch {mode}"

@@ -1,39 +1,78 @@
-"""What jfacediag sets for XLA:CPU: a malloc that keeps freed memory, and the compiler options of its jitted steps.
+"""What jfacediag sets for XLA:CPU: memory that is not page-faulted in again every step, and the compiler options of
+its jitted steps.
 
-- keep_freed_memory(): glibc's malloc returns every block above 32 MB to the kernel when it is freed, and hands out
-  thread arenas that it trims; XLA:CPU frees its temporary buffers after each step, so the next step page-faults and
-  the kernel zero-fills them again: ResNet-50 at 224, batch 8, ~300,000 page faults and ~0.55 s of system time per
-  1.7 s train step. With one arena, no mmap and no trimming, the heap keeps those pages (0 faults, ~15 ms system
-  time); the process keeps its peak memory until it exits. Applied when jfacediag is imported, which must come
-  before JAX starts its CPU client (its threads keep the arenas they already have). JFACEDIAG_CPU_MALLOC=0 leaves
-  malloc alone. `python tools/bench_malloc.py` measures both.
-- COMPILER_OPTIONS: XLA:CPU computes convolutions with Eigen instead of YNNPACK (dots and reductions stay
-  YNNPACK's): faster for every 3x3 convolution this project trains, forward and both gradients (README Benchmark).
-  JFACEDIAG_CPU_LAYERS=0 turns this off together with the CPU forms of layers.py.
+XLA:CPU frees its temporary buffers after each step; glibc's malloc hands every block above 32 MB back to the kernel,
+so the next step page-faults them in again, 4 KiB at a time, and the kernel zero-fills each page: ResNet-50 at 224,
+batch 8, ~320,000 page faults and ~0.6 s of system time per 1.7 s train step. reexec_with_huge_pages() restarts a
+`python -m jfacediag.<entry point>` command once, first thing when the package is imported, with
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35, transparent huge pages not "never"): malloc then asks for
+2 MiB pages, ~3,000 page faults per step, and memory is still handed back (the same step 1.25 s against 1.68 s;
+`python tools/bench_malloc.py`). Not where a GPU or TPU is visible (the steps run there), not with
+JFACEDIAG_CPU_MALLOC=0, and not in a script or notebook that imports jfacediag (set GLIBC_TUNABLES before Python
+starts there). Keeping freed memory in the heap instead (mallopt: one arena, no mmap, no trimming) was measured
+too: 0 faults in some runs, 212,000 faults and 2.25 s per step in others (the heap fragments and grows).
+
+COMPILER_OPTIONS: XLA:CPU computes convolutions with Eigen instead of YNNPACK (dots and reductions stay YNNPACK's):
+faster for every convolution this project runs, forward and both gradients (tools/bench_convs.py, README
+Benchmark). jit() applies them; JFACEDIAG_CPU_LAYERS=0 turns them off together with the CPU forms of
+models/layers.py.
 """
-import ctypes
-import ctypes.util
+import glob
 import os
+import platform
 import sys
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters (malloc.h).
-_APPLIED = []
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
-def keep_freed_memory():
-  """mallopt: one arena, no mmap, no trimming (module docstring). Returns True when applied; a no-op after the first
-  call, off Linux/glibc, and with JFACEDIAG_CPU_MALLOC=0."""
-  if _APPLIED or os.environ.get("JFACEDIAG_CPU_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
-    return bool(_APPLIED)
+def accelerator_visible():
+  """A GPU or TPU that JAX would use: JAX_PLATFORMS names one, or an NVIDIA or TPU device file exists."""
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0].strip() not in ("cpu", "")
+  return os.path.exists("/dev/nvidiactl") or bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def _wanted():
+  return (os.environ.get("JFACEDIAG_CPU_MALLOC", "1") != "0" and sys.platform.startswith("linux")
+          and not accelerator_visible())
+
+
+def huge_pages_on():
+  return HUGE_PAGES in os.environ.get("GLIBC_TUNABLES", "").split(":")
+
+
+def _huge_pages_possible():
+  lib, version = platform.libc_ver()
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):  # musl and other C libraries have no mallopt.
+    if lib != "glibc" or tuple(int(v) for v in version.split(".")[:2]) < (2, 35):
+      return False
+    with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+      return "[never]" not in f.read()
+  except (OSError, ValueError):
     return False
-  # The trim threshold is a size_t that mallopt takes as an int: -1 is the largest value (never trim).
-  ok = all(mallopt(param, value) == 1 for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
-  _APPLIED.append(ok)
-  return ok
+
+
+def entry_point_argv():
+  """The command line when this process is `python [options] -m jfacediag.<module> ...`, still importing the
+  package (runpy sets sys.argv[0] to "-m" until the module runs); None otherwise."""
+  argv = getattr(sys, "orig_argv", None) or []
+  if sys.argv[:1] != ["-m"] or "-m" not in argv[1:]:
+    return None
+  i = argv.index("-m", 1)
+  return argv if i + 1 < len(argv) and argv[i + 1].split(".")[0] == "jfacediag" else None
+
+
+def reexec_with_huge_pages():
+  """Restarts a `python -m jfacediag.<module>` command with GLIBC_TUNABLES=...:glibc.malloc.hugetlb=1 (module
+  docstring); returns (doing nothing) anywhere else, once it is set, or where glibc or the kernel cannot."""
+  argv = entry_point_argv()
+  if argv is None or not _wanted() or huge_pages_on() or not _huge_pages_possible():
+    return
+  tunables = ":".join(t for t in (os.environ.get("GLIBC_TUNABLES", ""), HUGE_PAGES) if t)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable] + argv[1:], dict(os.environ, GLIBC_TUNABLES=tunables))
 
 
 def cpu_layers():
@@ -55,3 +94,11 @@ def jit(fn, **kwargs):
   """jax.jit(fn, **kwargs) with compiler_options(): every jitted model step of jfacediag is built here."""
   import jax  # pylint: disable=g-import-not-at-top
   return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+
+
+def describe():
+  """What this process runs with, for logs and the benchmark's JSON."""
+  if huge_pages_on():
+    return "huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
+  return "glibc's defaults"
+

@@ -1,5 +1,6 @@
-r"""Times a train step with and without jfacediag's malloc settings (jfacediag/cpu.py: keep_freed_memory), each in
-its own process (they apply before JAX starts), with the minor page faults and system time per step.
+r"""Times a train step under the memory settings of jfacediag/cpu.py, each in its own process (they apply before the
+process starts): huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, what `python -m jfacediag.*` commands get) and
+glibc's defaults (what a script gets, and JFACEDIAG_CPU_MALLOC=0). Steps run one at a time, as the trainer's.
 
   python tools/bench_malloc.py [--model resnet50] [--size 224] [--batch 8] [--steps 3]
 
@@ -12,6 +13,8 @@ import resource
 import subprocess
 import sys
 import time
+
+from jfacediag import cpu
 
 
 def child(args):
@@ -42,7 +45,7 @@ def child(args):
     jax.block_until_ready(m)
   r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
   n = args.steps
-  print(json.dumps({"malloc_kept": bool(cpu.keep_freed_memory()), "step_s": (t1 - t0) / n,
+  print(json.dumps({"memory": cpu.describe(), "step_s": (t1 - t0) / n,
                     "faults": (r1.ru_minflt - r0.ru_minflt) / n, "user_s": (r1.ru_utime - r0.ru_utime) / n,
                     "sys_s": (r1.ru_stime - r0.ru_stime) / n}))
 
@@ -59,15 +62,16 @@ def main():
     return child(args)
   print(f"{args.model} at {args.size} px, batch {args.batch}, {args.steps} train steps after 2 warm-up steps",
         flush=True)
-  for flag in ("1", "0"):
-    env = dict(os.environ, JFACEDIAG_CPU_MALLOC=flag)
+  base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  settings = (dict(base, GLIBC_TUNABLES=cpu.HUGE_PAGES, JFACEDIAG_CPU_MALLOC="1"), dict(base, JFACEDIAG_CPU_MALLOC="0"))
+  for env in settings:
     out = subprocess.run([sys.executable, __file__, "--child"] + sys.argv[1:], env=env, capture_output=True,
                          text=True, check=False)
     if out.returncode:
-      sys.exit(f"JFACEDIAG_CPU_MALLOC={flag} failed:\n{out.stderr[-3000:]}")
+      sys.exit(f"{env.get('GLIBC_TUNABLES', '')} JFACEDIAG_CPU_MALLOC={env['JFACEDIAG_CPU_MALLOC']} failed:\n"
+               f"{out.stderr[-3000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    label = "kept (default)" if r["malloc_kept"] else "glibc defaults (JFACEDIAG_CPU_MALLOC=0)"
-    print(f"  malloc {label:42s} {r['step_s']:6.2f} s/step  {r['faults']:9.0f} page faults/step  "
+    print(f"  {r['memory']:52s} {r['step_s']:6.2f} s/step  {r['faults']:9.0f} page faults/step  "
           f"user {r['user_s']:5.2f} s  system {r['sys_s']:5.2f} s", flush=True)
   return 0
 
