@@ -101,4 +101,3 @@ def describe():
   if huge_pages_on():
     return "huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
   return "glibc's defaults"
-

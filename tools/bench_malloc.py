@@ -22,7 +22,7 @@ def child(args):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from jfacediag import base_config, cpu, models, optim, sharding, steps  # pylint: disable=g-import-not-at-top
+  from jfacediag import base_config, models, optim, sharding, steps  # pylint: disable=g-import-not-at-top
   from jfacediag.models import classifier  # pylint: disable=g-import-not-at-top
   model = classifier.Classifier(models.get(args.model).make(), 5)
   variables = steps.init_variables(model, 0, args.size)
