@@ -12,8 +12,9 @@ other arithmetic for the same function), and achieved FLOP/s from the step time.
 
 PyTorch side, in the same process on the same device: the repo's reference module of the same architecture
 (jfacediag/reference/torch_models.py) with a new linear head, SGD momentum with weight decay, cross-entropy,
-eager and `torch.compile` (where it works; --no-torch-compile skips it). Ratios are PyTorch time / jfacediag time:
-above 1 means jfacediag is faster. On CPU both use every core; on GPU the device name and peak memory are reported.
+eager and `torch.compile` (where it works; --no-torch-compile skips it). The sides take turns, a few steps each
+(bench._race), and each side's median step time is reported. Ratios are PyTorch time / jfacediag time: above 1
+means jfacediag is faster. On CPU both use every core; on GPU the device name and peak memory are reported.
 Prints a table and one JSON line (and writes it to --json).
 """
 import argparse
@@ -34,13 +35,31 @@ from jfacediag import base_config, cli_front, cpu, models, optim, sharding, step
 from jfacediag.models import classifier, layers
 
 
-def _time(fn, n):
-  t = time.perf_counter()
-  out = None
-  for _ in range(n):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - t) / n
+def _race(runners, warmup, steps, block=3):
+  """Median seconds per step of each runner ({side: {"train": fn, "features": fn}}, fn runs one step to the end).
+
+  After `warmup` untimed calls each, the sides take turns in blocks of `block` steps whose first step is not timed,
+  until each side has `steps` timed steps. Turns keep every side on the same machine minute by minute (a shared
+  CPU's speed drifts 10-20% within minutes, which timing one side after the other turned into ratios off by as
+  much); the untimed first step of a turn absorbs the cost of switching sides (SFace's XLA:CPU train step right
+  after a PyTorch step takes ~15% longer than after its own, a cost no user pays). Page faults are counted around
+  each side's timed calls."""
+  times = {side: {what: [] for what in fns} for side, fns in runners.items()}
+  faults = {side: {what: 0 for what in fns} for side, fns in runners.items()}
+  for what in ("features", "train"):
+    for fns in runners.values():
+      for _ in range(warmup):
+        fns[what]()
+    while len(next(iter(times.values()))[what]) < steps:
+      for side, fns in runners.items():
+        fns[what]()
+        for _ in range(min(block - 1, steps - len(times[side][what]))):
+          f0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+          fns[what]()
+          times[side][what].append(time.perf_counter() - t)
+          faults[side][what] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+  return ({side: {what: float(np.median(t)) for what, t in ts.items()} for side, ts in times.items()},
+          {side: {what: n / steps for what, n in fs.items()} for side, fs in faults.items()})
 
 
 # Dense peak TFLOP/s per device from the vendors' data sheets (no sparsity), by device_kind substring, first match
@@ -85,7 +104,7 @@ def parse(argv=None):
   ap.add_argument("--size", type=int, default=112)
   ap.add_argument("--batch", type=int, default=8, help="global batch")
   ap.add_argument("--classes", type=int, default=5)
-  ap.add_argument("--steps", type=int, default=10, help="timed steps")
+  ap.add_argument("--steps", type=int, default=10, help="timed steps per side (the median is reported)")
   ap.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   ap.add_argument("--dtype", default="float32", choices=sorted(steps.DTYPES), help="jfacediag compute dtype")
   ap.add_argument("--input-images", type=int, default=64, help="generated JPEGs for the input pipeline (0 = skip)")
@@ -102,6 +121,7 @@ def parse(argv=None):
 
 # == jfacediag =========================================================================================================
 def bench_jax(args):
+  """Compiles the trainer's steps: (facts, {"train": fn, "features": fn}), each fn one step run to the end."""
   mesh = sharding.make_mesh()
   sharding.check_batch_size(args.batch, mesh, "--batch")
   dtype = steps.compute_dtype(args.dtype)
@@ -118,8 +138,6 @@ def bench_jax(args):
   t = time.perf_counter()
   feat_compiled = extract.lower(variables, batch["image"], batch["index"]).compile()
   feat_compile = time.perf_counter() - t
-  _time(lambda: feat_compiled(variables, batch["image"], batch["index"]), args.warmup)
-  feat_s = _time(lambda: feat_compiled(variables, batch["image"], batch["index"]), args.steps)
 
   cfg = base_config.get_config().optim
   lr = optax.constant_schedule(cfg.lr)
@@ -134,26 +152,30 @@ def bench_jax(args):
   train_compile = time.perf_counter() - t
   holder = {"state": state}
 
-  def one_train_step():
+  def train():
     holder["state"], m = compiled(holder["state"], {"image": batch["image"], "label": batch["label"]})
-    return m["loss"]
+    jax.block_until_ready(m["loss"])
 
-  _time(one_train_step, args.warmup)
-  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  train_s = _time(one_train_step, args.steps)
-  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
   dev = jax.devices()[0]
   out = {"params": int(n_params), "devices": jax.device_count(), "platform": dev.platform,
-         "cpu_memory": cpu.describe(),
-         "device_kind": dev.device_kind, "dtype": args.dtype,
-         "train_step_s": train_s, "train_img_per_s": args.batch / train_s, "train_compile_s": train_compile,
-         "train_page_faults_per_step": faults,  # Many on CPU: memory handed back each step (jfacediag/cpu.py).
-         "features_step_s": feat_s, "features_img_per_s": args.batch / feat_s, "features_compile_s": feat_compile,
+         "cpu_memory": cpu.describe(), "device_kind": dev.device_kind, "dtype": args.dtype,
+         "train_compile_s": train_compile, "features_compile_s": feat_compile,
          "forward_gflops_per_img": _model_flops(lambda: steps.make_feature_step(model, mesh, dtype), variables,
                                                 batch["image"], batch["index"]) / args.batch / 1e9,
          "train_gflops_per_img": _model_flops(
              lambda: steps.make_train_step(model, tx, mesh, args.classes, 0.0, True, lr, dtype), holder["state"],
              {"image": batch["image"], "label": batch["label"]}) / args.batch / 1e9}
+  return out, {"train": train,
+               "features": lambda: jax.block_until_ready(feat_compiled(variables, batch["image"], batch["index"]))}
+
+
+def jax_rates(out, args, step_s, faults):
+  """Fills jfacediag's times, img/s, achieved FLOP/s, MFU and peak memory from the race's medians."""
+  dev = jax.devices()[0]
+  for what in ("train", "features"):
+    out[f"{what}_step_s"] = step_s[what]
+    out[f"{what}_img_per_s"] = args.batch / step_s[what]
+  out["train_page_faults_per_step"] = faults["train"]  # Many on CPU: memory handed back each step (cpu.py).
   out["train_achieved_gflops_per_s"] = out["train_gflops_per_img"] * out["train_img_per_s"]
   out["features_achieved_gflops_per_s"] = out["forward_gflops_per_img"] * out["features_img_per_s"]
   peak, out["mfu_peak"] = peak_tflops(dev.device_kind, args.dtype)
@@ -163,7 +185,6 @@ def bench_jax(args):
   stats = dev.memory_stats() if dev.platform != "cpu" else None
   if stats:
     out["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 2**30
-  return out
 
 
 def bench_input(args):
@@ -192,7 +213,7 @@ def bench_input(args):
 
 # == PyTorch ===========================================================================================================
 def bench_torch(args, compile_model):
-  """The reference module + a new head: train step and features, eager or torch.compile'd."""
+  """The reference module + a new head, eager or torch.compile'd: (first-call times, {"train": fn, "features": fn})."""
   import torch  # pylint: disable=g-import-not-at-top
   arch = models.get(args.model)
   if arch.torch_ref is None or arch.kind == "mtcnn":
@@ -210,66 +231,57 @@ def bench_torch(args, compile_model):
 
   net = torch.compile(backbone) if compile_model else backbone
 
-  def train_fn(x, y):
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def train():
+    backbone.train()
     loss = torch.nn.functional.cross_entropy(head(net(x)[0]), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss
-
-  def feat_fn(x):
-    with torch.no_grad():
-      return net(x)[0]
-
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-  def timed(fn, n):
-    t = time.perf_counter()
-    for _ in range(n):
-      fn()
     sync()
-    return (time.perf_counter() - t) / n
 
-  out = {}
-  backbone.train()
-  t = time.perf_counter()
-  train_fn(x, y)  # First call: compilation under torch.compile.
-  sync()
-  out["train_first_step_s"] = time.perf_counter() - t
-  timed(lambda: train_fn(x, y), args.warmup)
-  out["train_step_s"] = timed(lambda: train_fn(x, y), args.steps)
-  backbone.eval()
-  t = time.perf_counter()
-  feat_fn(x)
-  sync()
-  out["features_first_step_s"] = time.perf_counter() - t
-  timed(lambda: feat_fn(x), args.warmup)
-  out["features_step_s"] = timed(lambda: feat_fn(x), args.steps)
-  out["train_img_per_s"] = args.batch / out["train_step_s"]
-  out["features_img_per_s"] = args.batch / out["features_step_s"]
-  out["device"] = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+  def features():
+    backbone.eval()
+    with torch.no_grad():
+      net(x)
+    sync()
+
+  out = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"}
+  for what, fn in (("train", train), ("features", features)):
+    t = time.perf_counter()
+    fn()  # First call: compilation under torch.compile.
+    out[f"{what}_first_step_s"] = time.perf_counter() - t
   if device == "cuda":
-    out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-  return out
+    out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30  # Every later step has the same shapes.
+  return out, {"train": train, "features": features}
 
 
 # == main ==============================================================================================================
 def main(argv=None):
   args = parse(argv)
   result = {"model": args.model, "size": args.size, "batch": args.batch, "steps": args.steps,
-            "jfacediag": bench_jax(args)}
-  if args.input_images:
-    result["jfacediag"].update(bench_input(args))
+            "timing": f"median of {args.steps} steps per side, taking turns in blocks of 1 untimed + 2 timed steps, "
+                      f"after {args.warmup} untimed"}
+  result["jfacediag"], runners = bench_jax(args)
+  runners = {"jfacediag": runners}
   result["torch"] = {}
   if not args.no_torch:
     for mode in ("eager",) + (() if args.no_torch_compile else ("compile",)):
       try:
-        result["torch"][mode] = bench_torch(args, mode == "compile")
+        result["torch"][mode], runners[mode] = bench_torch(args, mode == "compile")
       except Exception as e:  # pylint: disable=broad-except
         result["torch"][mode] = {"unavailable": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+  step_s, faults = _race(runners, args.warmup, args.steps)
+  jax_rates(result["jfacediag"], args, step_s["jfacediag"], faults["jfacediag"])
+  if args.input_images:
+    result["jfacediag"].update(bench_input(args))
   j = result["jfacediag"]
   for mode, t in result["torch"].items():
-    if "train_step_s" in t:
+    if mode in step_s:
+      for what in ("train", "features"):
+        t[f"{what}_step_s"] = step_s[mode][what]
+        t[f"{what}_img_per_s"] = args.batch / step_s[mode][what]
       t["train_ratio"] = t["train_step_s"] / j["train_step_s"]
       t["features_ratio"] = t["features_step_s"] / j["features_step_s"]
 

@@ -25,6 +25,9 @@ CASES = [  # module, the plain convolution's arguments (kernel_size, stride, pad
     (layers.Conv(8, 3, 2, 1, use_bias=False), (3, 2, 1, 1), (2, 20, 20, 3)),
     pytest.param(layers.Conv(8, 7, 2, 3, use_bias=False), (7, 2, 3, 1), (2, 20, 20, 3), marks=pytest.mark.slow),
     (layers.DepthwiseConv(3, 2, 1), (3, 2, 1, 8), (2, 21, 21, 8)),
+    (layers.DepthwiseConv(3, 1, 1), (3, 1, 1, 8), (3, 10, 9, 8)),  # SFace's stride 1; odd columns.
+    (layers.DepthwiseConv(3, 2, 1), (3, 2, 1, 16), (2, 14, 14, 16)),  # Stride 2 on even sizes: dx's last row.
+    pytest.param(layers.DepthwiseConv(5, 2, 0), (5, 2, 0, 4), (1, 12, 11, 4), marks=pytest.mark.slow),
 ]
 
 

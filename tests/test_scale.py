@@ -229,6 +229,31 @@ def test_bench_smoke_writes_valid_json(tmp_path):
   assert j["train_mfu"] is None and "no peak known for 'cpu'" in j["mfu_peak"]
 
 
+def test_bench_sides_take_turns_and_report_medians_of_timed_steps(monkeypatch):
+  """bench._race: warm-up calls, then turns of 1 untimed + 2 timed steps per side; medians of the timed ones."""
+  from jfacediag import bench  # pylint: disable=g-import-not-at-top
+  calls, clock = [], [0.0]
+
+  def runner(side, what, seconds):
+    def run():
+      calls.append((side, what))
+      clock[0] += seconds[len([c for c in calls if c == (side, what)]) - 1]
+    return run
+
+  # jfacediag's steps take 1 s, the first of each turn 9 s (untimed: timing it would move the median), PyTorch's 2 s.
+  fast = [1, 9, 1, 1, 9, 1, 1, 9, 1, 1]
+  runners = {"jfacediag": {"features": runner("j", "f", fast), "train": runner("j", "t", fast)},
+             "eager": {"features": runner("e", "f", [2] * 10), "train": runner("e", "t", [2] * 10)}}
+  monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+  step_s, faults = bench._race(runners, warmup=1, steps=4)  # pylint: disable=protected-access
+  assert step_s == {"jfacediag": {"features": 1.0, "train": 1.0}, "eager": {"features": 2.0, "train": 2.0}}
+  assert set(faults) == {"jfacediag", "eager"} and all(n >= 0 for f in faults.values() for n in f.values())
+  # Features before train (the train step donates buffers the feature step reads), sides in turns.
+  assert [c[0] for c in calls[:9]] == ["j", "e", "j", "j", "j", "e", "e", "e", "j"]
+  assert calls.index(("j", "t")) > max(i for i, c in enumerate(calls) if c[1] == "f")
+  assert len(calls) == 2 * 2 * (1 + 2 + 4)  # Per side and phase: warm-up, 2 turns' untimed steps, 4 timed.
+
+
 def test_mfu_peaks_match_the_right_device():
   from jfacediag import bench  # pylint: disable=g-import-not-at-top
   assert bench.peak_tflops("TPU v5 lite", "bfloat16")[0] == 197 and bench.peak_tflops("TPU v5p", "bfloat16")[0] == 459

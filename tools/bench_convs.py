@@ -1,16 +1,17 @@
 r"""Times single convolutions, forward and both gradients: XLA's convolution, jfacediag's CPU layers, PyTorch.
 
-  python tools/bench_convs.py
+  python tools/bench_convs.py [depthwise ...]     # only the cases whose name holds one of the words
 
-Reproduces the figures quoted in jfacediag/models/layers.py and the README's benchmark section: a depthwise 3x3
-(56x56x128, batch 16), a 1x1 conv (56x56, 64 -> 128, batch 16), ResNet-50's 7x7/2 stem (224 px, batch 8) and 3x3
-convs (224x224x64, 112x112x64, 56x56x64, 56x56x128, 28x28x256, 14x14x512, 112x112x64 stride 2; batch 8; the
-stride-1 ones are Winograd on CPU) and MTCNN's narrow 3x3 convs (PNet's on a 207x335 canvas, ONet's on
-256 crops), each as XLA's convolution under jax.jit's defaults, as the layers.py form that replaces it on CPU under
-jfacediag's compiler options (cpu.jit), and PyTorch's conv2d on all cores. Also prints the largest difference
-between the two JAX forms.
+Reproduces the figures quoted in jfacediag/models/layers.py and the README's benchmark section: depthwise 3x3s
+(56x56x128, batch 16; SFace's 112x112x64 stride 2, batch 8), a 1x1 conv (56x56, 64 -> 128, batch 16), ResNet-50's
+7x7/2 stem (224 px, batch 8) and 3x3 convs (224x224x64, 112x112x64, 56x56x64, 56x56x128, 28x28x256, 14x14x512,
+112x112x64 stride 2; batch 8; the stride-1 ones are Winograd on CPU) and MTCNN's narrow 3x3 convs (PNet's on a
+207x335 canvas, ONet's on 256 crops), each as XLA's convolution under jax.jit's defaults, as the layers.py form
+that replaces it on CPU under jfacediag's compiler options (cpu.jit), and PyTorch's conv2d on all cores. Also
+prints the largest difference between the two JAX forms.
 """
 import os
+import sys
 import time
 
 import jax
@@ -55,6 +56,7 @@ def main():
   rng = np.random.default_rng(0)
   cases = [  # name, input NHWC, kernel HWIO, stride, padding, groups, the layers.py module
       ("depthwise 3x3", (16, 56, 56, 128), (3, 3, 1, 128), 1, 1, 128, layers.DepthwiseConv(3, 1, 1)),
+      ("depthwise 3x3/2", (8, 112, 112, 64), (3, 3, 1, 64), 2, 1, 64, layers.DepthwiseConv(3, 2, 1)),  # SFace's.
       ("1x1 conv", (16, 56, 56, 64), (1, 1, 64, 128), 1, 0, 1, layers.PointwiseConv(128)),
       ("stem 7x7/2", (8, 224, 224, 3), (7, 7, 3, 64), 2, 3, 1, layers.Conv(64, 7, 2, 3, use_bias=False)),
       ("3x3 conv", (8, 224, 224, 64), (3, 3, 64, 64), 1, 1, 1, layers.Conv(64, 3, 1, 1, use_bias=False)),
@@ -68,6 +70,7 @@ def main():
       ("MTCNN ONet conv2", (256, 23, 23, 32), (3, 3, 32, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
       ("MTCNN ONet conv3", (256, 10, 10, 64), (3, 3, 64, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
   ]
+  cases = [c for c in cases if not sys.argv[1:] or any(word in c[0] for word in sys.argv[1:])]
   print(f"{'':30s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
         "largest relative difference (output, d input, d kernel)")
   for name, shape, w_shape, stride, pad, groups, module in cases:
