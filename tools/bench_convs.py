@@ -10,6 +10,7 @@ Reproduces the figures quoted in jfacediag/models/layers.py and the README's ben
 that replaces it on CPU under jfacediag's compiler options (cpu.jit), and PyTorch's conv2d on all cores. Also
 prints the largest difference between the two JAX forms.
 """
+import argparse
 import os
 import sys
 import time
@@ -52,7 +53,14 @@ def _torch_ms(shape, w_shape, stride, pad, groups):
   return (time.perf_counter() - t) / 3 * 1e3
 
 
-def main():
+def parse(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("words", nargs="*", help="time only the cases whose name holds one of these words")
+  return ap.parse_args(sys.argv[1:] if argv is None else argv)
+
+
+def main(argv=None):
+  words = parse(argv).words
   rng = np.random.default_rng(0)
   cases = [  # name, input NHWC, kernel HWIO, stride, padding, groups, the layers.py module
       ("depthwise 3x3", (16, 56, 56, 128), (3, 3, 1, 128), 1, 1, 128, layers.DepthwiseConv(3, 1, 1)),
@@ -70,7 +78,7 @@ def main():
       ("MTCNN ONet conv2", (256, 23, 23, 32), (3, 3, 32, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
       ("MTCNN ONet conv3", (256, 10, 10, 64), (3, 3, 64, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
   ]
-  cases = [c for c in cases if not sys.argv[1:] or any(word in c[0] for word in sys.argv[1:])]
+  cases = [c for c in cases if not words or any(word in c[0] for word in words)]
   print(f"{'':30s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
         "largest relative difference (output, d input, d kernel)")
   for name, shape, w_shape, stride, pad, groups, module in cases:
