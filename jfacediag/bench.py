@@ -47,6 +47,7 @@ def _race(runners, warmup, steps, block=3):
   times = {side: {what: [] for what in fns} for side, fns in runners.items()}
   faults = {side: {what: 0 for what in fns} for side, fns in runners.items()}
   for what in ("features", "train"):
+    print(f"timing {what}: {steps} steps each for {', '.join(runners)}, in turns", file=sys.stderr, flush=True)
     for fns in runners.values():
       for _ in range(warmup):
         fns[what]()
