@@ -35,14 +35,17 @@ from jfacediag import base_config, cli_front, cpu, models, optim, sharding, step
 from jfacediag.models import classifier, layers
 
 
-def _race(runners, warmup, steps, block=3):
+TURN = 3  # Steps per side and turn in _race, the first of them untimed.
+
+
+def _race(runners, warmup, steps, block=TURN):
   """Median seconds per step of each runner ({side: {"train": fn, "features": fn}}, fn runs one step to the end).
 
   After `warmup` untimed calls each, the sides take turns in blocks of `block` steps whose first step is not timed,
   until each side has `steps` timed steps. Turns keep every side on the same machine minute by minute (a shared
   CPU's speed drifts 10-20% within minutes, which timing one side after the other turned into ratios off by as
-  much); the untimed first step of a turn absorbs the cost of switching sides (SFace's XLA:CPU train step right
-  after a PyTorch step takes ~15% longer than after its own, a cost no user pays). Page faults are counted around
+  much); the untimed first step of a turn absorbs the cost of switching sides, which no user pays (SFace's train
+  step right after PyTorch's: 734 ms, the next four 426-444 ms; README Benchmark). Page faults are counted around
   each side's timed calls."""
   times = {side: {what: [] for what in fns} for side, fns in runners.items()}
   faults = {side: {what: 0 for what in fns} for side, fns in runners.items()}
@@ -114,6 +117,8 @@ def parse(argv=None):
   ap.add_argument("--smoke", action="store_true", help="resnet18, 32 px, batch 2, 2 steps, no torch.compile")
   ap.add_argument("--json", default="", help="also write the JSON result to this file")
   args = ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
+  if args.steps < 1 or args.warmup < 0:
+    ap.error(f"--steps must be at least 1 and --warmup at least 0 (got {args.steps} and {args.warmup})")
   if args.smoke:
     args.model, args.size, args.batch, args.steps, args.warmup = "resnet18", 32, 2, 2, 1
     args.input_images, args.no_torch_compile = 8, True
@@ -262,8 +267,8 @@ def bench_torch(args, compile_model):
 def main(argv=None):
   args = parse(argv)
   result = {"model": args.model, "size": args.size, "batch": args.batch, "steps": args.steps,
-            "timing": f"median of {args.steps} steps per side, taking turns in blocks of 1 untimed + 2 timed steps, "
-                      f"after {args.warmup} untimed"}
+            "timing": f"median of {args.steps} steps per side, taking turns in blocks of 1 untimed + {TURN - 1} "
+                      f"timed steps, after {args.warmup} untimed"}
   result["jfacediag"], runners = bench_jax(args)
   runners = {"jfacediag": runners}
   result["torch"] = {}

@@ -303,8 +303,7 @@ def _windows(x, k, s, padding):
   """The k*k strided views of x padded with -inf, in torch's scan order (row by row)."""
   (pt, pb), (pl, pr) = padding
   xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-jnp.inf)
-  ho, wo = (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1
-  return [xp[:, a:a + s * (ho - 1) + 1:s, b:b + s * (wo - 1) + 1:s] for a in range(k) for b in range(k)]
+  return _taps(xp, k, s, (xp.shape[1] - k) // s + 1, (xp.shape[2] - k) // s + 1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
