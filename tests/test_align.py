@@ -199,3 +199,22 @@ def test_mtcnn_area_resize_of_crops_equals_torch_area_interpolation():
   np.testing.assert_array_equal(big_table.resize(2, 2), _area_mean(big, 2, 2))
   np.testing.assert_array_equal(mtcnn._Integral._mean(np.array([7]), np.array([3])),  # pylint: disable=protected-access
                                 np.float32(7 / 3))
+
+
+@pytest.mark.parametrize("h,w", [(131, 141), (150, 150), (480, 640), (640, 480), (1080, 1920), (1434, 2333),
+                                 (4032, 3024)])
+def test_mtcnn_pyramid_canvas_holds_every_level_apart_at_even_offsets(h, w):
+  """The packed PNet canvas: every level inside it, at even offsets (so the stride-2 pool grid of each level is its
+  own), no two levels' even-rounded rectangles overlapping, and the canvas at most 1.4 times the levels' area."""
+  from jfacediag.align import mtcnn  # pylint: disable=g-import-not-at-top
+  sides = [(hs, ws) for _, hs, ws in mtcnn.pyramid(h, w)]
+  ch, cw, at = mtcnn.pack(sides)
+  owner = np.full((ch, cw), -1)
+  for k, ((hs, ws), (y, x)) in enumerate(zip(sides, at)):
+    assert y % 2 == 0 and x % 2 == 0, (k, y, x)
+    assert y + hs <= ch and x + ws <= cw, (k, (y, x), (hs, ws), (ch, cw))
+    block = owner[y:y + hs + hs % 2, x:x + ws + ws % 2]
+    assert (block == -1).all(), f"level {k} at {(y, x)} overlaps level {block.max()}"
+    block[:] = k
+  area = sum(hs * ws for hs, ws in sides)
+  assert ch * cw <= 1.4 * area, (ch, cw, ch * cw / area)

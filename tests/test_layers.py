@@ -145,6 +145,36 @@ def test_max_pool_equals_torch_values_and_gradient_with_ties(k, s, p, ceil_mode,
   np.testing.assert_array_equal(np.asarray(values), ty.detach().numpy().transpose(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("shape,masked", [((1, 16, 20, 3), True), ((2, 15, 13, 3), False), ((1, 13, 18, 3), True)])
+def test_pnet_conv_prelu_pool_equals_the_plain_layers(shape, masked, monkeypatch):
+  """MTCNN PNet's CPU form of conv1 -> PReLU -> mask -> ceil-mode pool (one 4x4 stride-2 conv) against the plain
+  layers, on even and odd sides, with a canvas mask that leaves whole pooling windows empty: the whole PNet's
+  outputs, and which pooled cells are empty (-inf) before PNet zeroes them."""
+  from jfacediag.models import mtcnn  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  valid = jnp.asarray(rng.random((shape[1] - 2, shape[2] - 2)) > 0.3) if masked else None
+  if masked:
+    valid = valid.at[:4, :4].set(False)  # Whole empty windows.
+  v = mtcnn.PNet().init(jax.random.PRNGKey(0), x, valid)
+  v = jax.tree.map(lambda a: a + jnp.asarray(rng.normal(size=a.shape) * 0.3, jnp.float32), v)  # Slopes != 0.25.
+  p = v["params"]
+  ours = mtcnn.conv_prelu_pool(x, p["conv1"]["kernel"], p["conv1"]["bias"], p["prelu1"]["weight"], valid)
+  fast = mtcnn.PNet().apply(v, x, valid)
+  monkeypatch.setenv("JFACEDIAG_CPU_LAYERS", "0")
+  plain = mtcnn.PNet().apply(v, x, valid)
+  y = layers.PReLU().apply({"params": p["prelu1"]}, _plain(x, p["conv1"]["kernel"], p["conv1"]["bias"], 3, 1, 0, 1))
+  if masked:
+    y = jnp.where(valid[None, :, :, None], y, -jnp.inf)
+  want = layers.max_pool(y, 2, 2, ceil_mode=True)
+  assert ours.shape == want.shape
+  np.testing.assert_array_equal(jnp.isfinite(ours), jnp.isfinite(want))
+  assert not jnp.isfinite(want).all() if masked else jnp.isfinite(want).all()
+  _close(jnp.where(jnp.isfinite(want), ours, 0), jnp.where(jnp.isfinite(want), want, 0), "conv1 to pool1")
+  for name, got, ref in zip(("box", "prob"), fast, plain):
+    _close(got, ref, name)
+
+
 def test_huge_pages_stay_off_where_an_accelerator_runs_the_steps(monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cuda")
   assert cpu.accelerator_visible()

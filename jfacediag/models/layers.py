@@ -32,7 +32,8 @@ def as_convolutions():
     _AS_CONVOLUTIONS[0] = False
 
 
-def _cpu_form():
+def cpu_form():
+  """Whether layers take their CPU forms here (jax on CPU, JFACEDIAG_CPU_LAYERS not 0, not counting FLOPs)."""
   return jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0] and cpu.cpu_layers()
 
 
@@ -67,7 +68,7 @@ class Conv(nn.Module):
   def __call__(self, x):
     k = self.kernel_size
     w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features)).astype(x.dtype)
-    y = self.convolve(x, w) if _cpu_form() else _conv(x, w, self.stride, pad(self.padding))
+    y = self.convolve(x, w) if cpu_form() else _conv(x, w, self.stride, pad(self.padding))
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(x.dtype)
     return y
@@ -143,7 +144,7 @@ class BatchNorm(nn.BatchNorm):
   def __call__(self, x, use_running_average=None, *, mask=None):
     use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
     if (use_running_average or mask is not None or self.axis != -1 or self.axis_name or self.use_fast_variance
-        or not (self.use_scale and self.use_bias) or self.is_initializing() or not _cpu_form()):
+        or not (self.use_scale and self.use_bias) or self.is_initializing() or not cpu_form()):
       return super().__call__(x, None if self.use_running_average is not None else use_running_average, mask=mask)
     c = x.shape[-1]
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
@@ -181,7 +182,7 @@ class PointwiseConv(nn.Module):
     w = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features)).astype(x.dtype)
     if self.stride > 1:
       x = x[:, ::self.stride, ::self.stride, :]
-    if _cpu_form():
+    if cpu_form():
       return pointwise(x, w[0, 0])
     return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
 
@@ -226,7 +227,7 @@ class DepthwiseConv(nn.Module):
   def __call__(self, x):
     k, s, p, c = self.kernel_size, self.stride, self.padding, x.shape[-1]
     w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c)).astype(x.dtype)
-    if not _cpu_form():
+    if not cpu_form():
       return jax.lax.conv_general_dilated(x, w, (s, s), pad(p), dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                           feature_group_count=c)
     return depthwise(x, w[:, :, 0], s, p)
@@ -294,7 +295,7 @@ def max_pool(x, k, s, p=0, ceil_mode=False):
   On CPU the gradient is pooled_max's (torch's: each window's gradient goes to its first maximum)."""
   eh, ew = (_ceil_extra(x.shape[1], k, s, p), _ceil_extra(x.shape[2], k, s, p)) if ceil_mode else (0, 0)
   padding = ((p, p + eh), (p, p + ew))
-  if _cpu_form():
+  if cpu_form():
     return pooled_max(x, k, s, padding, x.shape[1:3])
   return nn.max_pool(x, (k, k), (s, s), padding)
 
