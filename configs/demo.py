@@ -1,4 +1,4 @@
-"""Demo: real face-recognition weights on real faces, offline, DTL2 then DTL1, in a few minutes on 2 CPU cores.
+"""Demo: real face-recognition weights on real faces, offline, DTL2 then DTL1, in about 1.5 minutes on 2 CPU cores.
 
   python -m jfacediag.train --config configs/demo.py            # workdir runs/demo (or --workdir DIR)
 
@@ -14,8 +14,8 @@ Runs `svm` (DTL2: frozen SFace embedding + LinearSVC, C by inner 5-fold CV on tr
 
 Expected (2 CPU cores, measured): DTL2 test accuracy 87.5 % [95% bootstrap 80.0, 95.0], exact binomial
 [78.2, 93.8], ROC AUC 0.957; DTL1 100.0 % [100, 100], exact binomial [95.5, 100]; majority-class rate 50 % (80 test
-images). 3 min 59 s in all on a fresh clone, the first run included (SFace conversion, alignment, 48 fine-tuning
-steps at ~2.4 s).
+images). 1 min 24 s in all with an empty $JFACEDIAG_CACHE (2026-12-04: SFace conversion, alignment, compilation,
+48 fine-tuning steps at ~1.1 s).
 `--config configs/demo.py:quick` (the CI test; workdir runs/demo-quick) runs 1 fine-tuning epoch and 200 bootstrap
 resamples: the same code path. `configs/demo.py:method=svm` (or method=finetune) runs that one method alone into
 WORKDIR, e.g. for `jfacediag.cv`; arguments combine (`:quick,method=svm`).
