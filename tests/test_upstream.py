@@ -7,6 +7,7 @@ and insightface 2.1's group photo t1.jpg, all from PyPI archives (pip download, 
 """
 import glob
 import os
+import re
 
 import cv2
 import numpy as np
@@ -127,13 +128,39 @@ def test_first_nms_steps_are_torchvisions():
   """Distinct scores (ties are torch's unstable sort's business; see align/mtcnn.py): the same kept boxes, in the
   same order, as the torchvision stand-in the upstream pipeline runs with."""
   rng = np.random.default_rng(1)
-  for _ in range(30):
-    n = int(rng.integers(1, 300))
+  for k in range(30):
+    n = int(rng.integers(1, 300)) if k % 3 else int(rng.integers(300, 900))  # Several blocks of mtcnn._NMS_BLOCK.
     xy = rng.uniform(0, 100, (n, 2)).astype(np.float32)
     boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (n, 2)).astype(np.float32)], 1)
     scores = rng.permutation(n).astype(np.float32) / n
     want = upstream.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.zeros(n), 0.5)
     np.testing.assert_array_equal(mtcnn.nms(boxes, scores, 0.5), want.numpy())
+
+
+@pytest.mark.slow
+def test_bench_mtcnn_runs_and_its_nms_stand_in_leaves_facenet_pytorch_unchanged(facenet, facenet_wheel, mtcnn_weights,
+                                                                                 obama_photos, monkeypatch, capsys):
+  """tools/bench_mtcnn.py gives facenet-pytorch align.mtcnn.nms as torchvision's NMS: the same boxes, scores and
+  landmarks as with the oracle stand-in, on generated and real photos; and the bench runs end to end."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("_bench_mtcnn", os.path.join(REPO, "tools", "bench_mtcnn.py"))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  imgs = bench.photos(480, 640, 3) + list(obama_photos.values())[:2]
+  with torch.no_grad():
+    want = [upstream.facenet_detect(facenet, img) for img in imgs]
+    monkeypatch.setattr(upstream, "_nms", bench._nms_stand_in)  # pylint: disable=protected-access
+    got = [upstream.facenet_detect(facenet, img) for img in imgs]
+  for w, g in zip(want, got):
+    assert len(w[0]) == len(g[0]) > 0
+    for a, b in zip(w, g):
+      np.testing.assert_array_equal(a, b)
+  bench.main(["--facenet-wheel", str(facenet_wheel), "--mtcnn-weights", str(mtcnn_weights), "--sizes", "150x150",
+              "--n", "2", "--passes", "1"])  # It sets upstream._nms itself; monkeypatch restores the oracle.
+  out = capsys.readouterr().out
+  assert "facenet-pytorch's NMS: align.mtcnn.nms" in out
+  assert re.search(r"150x150: jfacediag [\d.]+ img/s .* facenet-pytorch [\d.]+ img/s; ratio [\d.]+", out), out
 
 
 def test_mtcnn_equals_facenet_pytorch_on_small_photos(facenet, ours):

@@ -4,14 +4,17 @@ scores, landmarks), generated photos at several sizes (the astronaut's face at a
 
   pip download facenet-pytorch==2.6.0 --no-deps -d wheels
   python tools/bench_mtcnn.py --facenet-wheel wheels/facenet_pytorch-2.6.0-py3-none-any.whl [--n 20]
-      [--sizes 150x150,640x480,1920x1080] [--photos DIR] [--mtcnn-weights weights/mtcnn] [--passes 2]
+      [--sizes 150x150,640x480,1920x1080] [--photos DIR] [--mtcnn-weights weights/mtcnn] [--passes 2] [--oracle-nms]
 
 Prints, per size, img/s for jfacediag (after a first pass over the photos, timed apart, which compiles the few
 shape buckets they need) and for facenet-pytorch (eager), each the best of --passes passes over the photos, the two
 sides' passes alternating, and their ratio (above 1: jfacediag is faster).
-facenet-pytorch runs with a pure-Python stand-in for torchvision's compiled NMS (torchvision cannot be installed
-beside this stack), so its figure is a lower bound of what it does with torchvision. Needs torch
-(pip install -e ".[dev]").
+facenet-pytorch runs with a stand-in for torchvision's compiled NMS (torchvision cannot be installed beside this
+stack): jfacediag's own numpy NMS (`align.mtcnn.nms`, the same kept boxes as torchvision's kernel:
+tests/test_upstream.py), the fastest NMS here, rather than the tests' oracle with one pass per kept box
+(`--oracle-nms`: facenet-pytorch 4-7% slower on the generated photos, 150x150 to 1080p). Its figure is still a
+lower bound of what it does with torchvision's C++ kernel.
+Needs torch (pip install -e ".[dev]").
 """
 import argparse
 import sys
@@ -25,6 +28,7 @@ import torch
 
 from jfacediag import cli_front
 from jfacediag.align import detectors
+from jfacediag.align import mtcnn
 from jfacediag.data import images
 from jfacediag.reference import upstream
 
@@ -51,6 +55,8 @@ def parse(argv=None):
   ap.add_argument("--n", type=int, default=20, help="timed photos per size")
   ap.add_argument("--photos", default="", help="also time the first N+1 photos of this folder (your own)")
   ap.add_argument("--passes", type=int, default=2, help="timed passes per side, alternating; the best counts")
+  ap.add_argument("--oracle-nms", action="store_true",
+                  help="facenet-pytorch's NMS stand-in is the tests' oracle (upstream._nms), not align.mtcnn.nms")
   return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
 
 
@@ -61,13 +67,20 @@ def _rate(fn, imgs):
   return len(imgs) / (time.perf_counter() - t)
 
 
+def _nms_stand_in(boxes, scores, threshold):
+  return torch.as_tensor(mtcnn.nms(boxes.numpy(), scores.numpy(), threshold))
+
+
 def main(argv=None):
   a = parse(argv)
+  if not a.oracle_nms:
+    upstream._nms = _nms_stand_in  # pylint: disable=protected-access  (batched_nms, in the stub, calls it)
   with tempfile.TemporaryDirectory() as tmp:
     weights_dir = a.mtcnn_weights or upstream.facenet_mtcnn_weights(a.facenet_wheel, tmp)
     ours = detectors.make("mtcnn", weights_dir)
     theirs = upstream.facenet_mtcnn(a.facenet_wheel, tmp, keep_all=True, device="cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {a.n} photos per size")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {a.n} photos per size; facenet-pytorch's "
+          f"NMS: {'the oracle, upstream._nms' if a.oracle_nms else 'align.mtcnn.nms'}")
     sets = [(size, photos(int(size.split("x")[1]), int(size.split("x")[0]), a.n + 1)) for size in a.sizes.split(",")]
     if a.photos:
       files = [f for f in images.expand([a.photos]) if f.lower().endswith(images.IMAGE_EXTENSIONS)][:a.n + 1]

@@ -154,23 +154,34 @@ def normalise(x):
   return (x.astype(np.float32) - 127.5) * 0.0078125
 
 
+_NMS_BLOCK = 256  # Boxes whose overlaps with every later box nms computes at once.
+
+
 def nms(boxes, scores, threshold):
   """torchvision's nms (csrc/ops/cpu/nms_kernel.cpp), which facenet-pytorch runs after PNet and RNet: boxes by
-  decreasing score, IoU without +1, suppress above `threshold`; float32 as its scalar_t loop."""
+  decreasing score, IoU without +1, suppress above `threshold`; float32 as its scalar_t loop. The overlaps of a
+  block of boxes (those not yet suppressed) with every later box are computed at once and the greedy pass only
+  reads them (a generated 1080p photo, ~650 PNet proposals: 6 ms per photo in all against 22 ms for one IoU pass per
+  kept box; 20,000 boxes of which 2,308 are kept: 232 ms against 200 ms)."""
   if len(boxes) == 0:
     return np.zeros(0, np.int64)
-  b = np.asarray(boxes, np.float32)
-  x1, y1, x2, y2 = b.T
-  area = (x2 - x1) * (y2 - y1)
   order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+  x1, y1, x2, y2 = np.asarray(boxes, np.float32)[order].T
+  area = (x2 - x1) * (y2 - y1)
+  n = len(order)
+  suppressed = np.zeros(n, bool)
   keep = []
-  while order.size:
-    i, rest = order[0], order[1:]
-    keep.append(i)
-    w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-    h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+  for s in range(0, n, _NMS_BLOCK):
+    block = s + np.flatnonzero(~suppressed[s:s + _NMS_BLOCK])  # Not yet suppressed by an earlier block.
+    rows, cols = np.s_[block, None], np.s_[s:]
+    w = np.maximum(np.float32(0), np.minimum(x2[rows], x2[cols]) - np.maximum(x1[rows], x1[cols]))
+    h = np.maximum(np.float32(0), np.minimum(y2[rows], y2[cols]) - np.maximum(y1[rows], y1[cols]))
     inter = w * h
-    order = rest[~(inter / (area[i] + area[rest] - inter) > threshold)]
+    over = inter / (area[rows] + area[cols] - inter) > threshold  # [len(block), n - s]
+    for k, i in enumerate(block):
+      if not suppressed[i]:
+        keep.append(order[i])
+        suppressed[s:] |= over[k]
   return np.array(keep, np.int64)
 
 
