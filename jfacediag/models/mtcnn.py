@@ -49,7 +49,8 @@ def conv_prelu_pool(x, w, b, alpha, valid=None):
   all valid) and 2x2/2 ceil-mode max pool, computed as one 4x4 stride-2 convolution whose 4F outputs are the conv1
   outputs at the 4 positions of each pooling window (the kernel w placed at the 4 offsets), then the max of the 4
   groups: no conv1 output map, no strided windows. Odd sides are zero-padded by one and the extra outputs masked.
-  Values equal the plain form to float32 rounding; on a 1280x1408 canvas 60 ms against ~90 ms."""
+  Values equal the plain form to float32 rounding; on the 1280x1408 canvas of a 1080p photo 59 ms against 82-105
+  ms."""
   h, wd = x.shape[1:3]
   he, we = h + h % 2, wd + wd % 2
   x = jnp.pad(x, ((0, 0), (0, he - h), (0, we - wd), (0, 0)))
