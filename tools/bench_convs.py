@@ -78,7 +78,10 @@ def main(argv=None):
       ("MTCNN ONet conv2", (256, 23, 23, 32), (3, 3, 32, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
       ("MTCNN ONet conv3", (256, 10, 10, 64), (3, 3, 64, 64), 1, 0, 1, layers.Conv(64, 3, use_bias=False)),
   ]
-  cases = [c for c in cases if not words or any(word in c[0] for word in words)]
+  chosen = [c for c in cases if not words or any(word in c[0] for word in words)]
+  if not chosen:
+    sys.exit(f"no case name holds any of {words}; the cases: {', '.join(c[0] for c in cases)}")
+  cases = chosen
   print(f"{'':30s} {'XLA conv fwd':>13s} {'+grads':>9s} {'layers.py fwd':>14s} {'+grads':>9s} {'torch +grads':>13s}  "
         "largest relative difference (output, d input, d kernel)")
   for name, shape, w_shape, stride, pad, groups, module in cases:

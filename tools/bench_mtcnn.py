@@ -57,7 +57,10 @@ def parse(argv=None):
   ap.add_argument("--passes", type=int, default=2, help="timed passes per side, alternating; the best counts")
   ap.add_argument("--oracle-nms", action="store_true",
                   help="facenet-pytorch's NMS stand-in is the tests' oracle (upstream._nms), not align.mtcnn.nms")
-  return ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
+  args = ap.parse_args(cli_front.dashes(sys.argv[1:] if argv is None else argv))
+  if args.n < 1 or args.passes < 1:
+    ap.error(f"--n and --passes must be at least 1 (got {args.n} and {args.passes})")
+  return args
 
 
 def _rate(fn, imgs):
