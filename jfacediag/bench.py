@@ -14,8 +14,10 @@ PyTorch side, in the same process on the same device: the repo's reference modul
 (jfacediag/reference/torch_models.py) with a new linear head, SGD momentum with weight decay, cross-entropy,
 eager and `torch.compile` (where it works; --no-torch-compile skips it). The sides take turns, a few steps each
 (bench._race), and each side's median step time is reported. Ratios are PyTorch time / jfacediag time: above 1
-means jfacediag is faster. On CPU both use every core; on GPU the device name and peak memory are reported.
-Prints a table and one JSON line (and writes it to --json).
+means jfacediag is faster. Beside each ratio, "(turns a-b)" is the range of the same ratio taken round by round
+(bench.turn_ratios): how far the load on a shared machine moved it. The JSON keeps every timed step. On CPU both
+use every core; on GPU the device name and peak memory are reported. Prints a table and one JSON line (and writes
+it to --json).
 """
 import argparse
 import json
@@ -46,8 +48,12 @@ def _race(runners, warmup, steps, block=TURN):
   CPU's speed drifts 10-20% within minutes, which timing one side after the other turned into ratios off by as
   much); the untimed first step of a turn absorbs the cost of switching sides, which no user pays (SFace's train
   step right after PyTorch's: 734 ms, the next four 426-444 ms; README Benchmark). Page faults are counted around
-  each side's timed calls."""
+  each side's timed calls.
+
+  Returns (medians {side: {what: s}}, page faults per step {side: {what: n}}, turns {side: {what: [[s, ...], ...]}}:
+  each turn's timed steps, in order, so that turn k of every side ran in the same round)."""
   times = {side: {what: [] for what in fns} for side, fns in runners.items()}
+  turns = {side: {what: [] for what in fns} for side, fns in runners.items()}
   faults = {side: {what: 0 for what in fns} for side, fns in runners.items()}
   for what in ("features", "train"):
     print(f"timing {what}: {steps} steps each for {', '.join(runners)}, in turns", file=sys.stderr, flush=True)
@@ -57,13 +63,21 @@ def _race(runners, warmup, steps, block=TURN):
     while len(next(iter(times.values()))[what]) < steps:
       for side, fns in runners.items():
         fns[what]()
+        turns[side][what].append([])
         for _ in range(min(block - 1, steps - len(times[side][what]))):
           f0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
           fns[what]()
           times[side][what].append(time.perf_counter() - t)
+          turns[side][what][-1].append(times[side][what][-1])
           faults[side][what] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
   return ({side: {what: float(np.median(t)) for what, t in ts.items()} for side, ts in times.items()},
-          {side: {what: n / steps for what, n in fs.items()} for side, fs in faults.items()})
+          {side: {what: n / steps for what, n in fs.items()} for side, fs in faults.items()}, turns)
+
+
+def turn_ratios(theirs, ours):
+  """Ratio (their time / ours) of each round's turns (lists of step seconds from _race): the same ratio measured
+  on the machine as it was minute by minute, so their spread shows how far the load moved the median ratio."""
+  return [float(np.median(a) / np.median(b)) for a, b in zip(theirs, ours)]
 
 
 # Dense peak TFLOP/s per device from the vendors' data sheets (no sparsity), by device_kind substring, first match
@@ -86,6 +100,10 @@ def peak_tflops(device_kind, dtype):
         return peaks[dtype], f"{key} {dtype} dense peak {peaks[dtype]:g} TFLOP/s"
       return peaks["bfloat16"], f"{key} bfloat16 dense peak {peaks['bfloat16']:g} TFLOP/s (no {dtype} peak listed)"
   return None, f"no peak known for {device_kind!r} (bench.PEAK_TFLOPS)"
+
+
+def _spread(ratios):
+  return f" (turns {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
 
 
 def _pct(x):
@@ -278,8 +296,10 @@ def main(argv=None):
         result["torch"][mode], runners[mode] = bench_torch(args, mode == "compile")
       except Exception as e:  # pylint: disable=broad-except
         result["torch"][mode] = {"unavailable": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-  step_s, faults = _race(runners, args.warmup, args.steps)
+  step_s, faults, turns = _race(runners, args.warmup, args.steps)
   jax_rates(result["jfacediag"], args, step_s["jfacediag"], faults["jfacediag"])
+  for what in ("train", "features"):
+    result["jfacediag"][f"{what}_step_times_s"] = [t for turn in turns["jfacediag"][what] for t in turn]
   if args.input_images:
     result["jfacediag"].update(bench_input(args))
   j = result["jfacediag"]
@@ -288,8 +308,9 @@ def main(argv=None):
       for what in ("train", "features"):
         t[f"{what}_step_s"] = step_s[mode][what]
         t[f"{what}_img_per_s"] = args.batch / step_s[mode][what]
-      t["train_ratio"] = t["train_step_s"] / j["train_step_s"]
-      t["features_ratio"] = t["features_step_s"] / j["features_step_s"]
+        t[f"{what}_step_times_s"] = [s for turn in turns[mode][what] for s in turn]
+        t[f"{what}_ratio"] = t[f"{what}_step_s"] / j[f"{what}_step_s"]
+        t[f"{what}_turn_ratios"] = turn_ratios(turns[mode][what], turns["jfacediag"][what])
 
   print(f"{args.model} {args.size}x{args.size}, global batch {args.batch}, {j['params'] / 1e6:.2f}M params, "
         f"{j['devices']} x {j['device_kind']}, {j['dtype']}; {j['forward_gflops_per_img']:.2f} GFLOPs/img forward, "
@@ -307,8 +328,8 @@ def main(argv=None):
       continue
     print(f"  {name:22s} {t['train_step_s'] * 1e3:9.1f} ms {t['train_img_per_s']:9.1f} "
           f"{t['features_step_s'] * 1e3:8.1f} ms {t['features_img_per_s']:9.1f}  ratio (PyTorch time / jfacediag "
-          f"time) train {t['train_ratio']:.2f}, features {t['features_ratio']:.2f}; first step "
-          f"{t['train_first_step_s']:.1f} s")
+          f"time) train {t['train_ratio']:.2f}{_spread(t['train_turn_ratios'])}, features "
+          f"{t['features_ratio']:.2f}{_spread(t['features_turn_ratios'])}; first step {t['train_first_step_s']:.1f} s")
   if "input_img_per_s" in j:
     print(f"  input pipeline (tf.data, {j['input_images']} generated 250x250 JPEGs): {j['input_img_per_s']:.1f} img/s")
   if "peak_memory_gib" in j:

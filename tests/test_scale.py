@@ -226,6 +226,8 @@ def test_bench_smoke_writes_valid_json(tmp_path):
   assert j["input_img_per_s"] > 0 and 0.02 < j["forward_gflops_per_img"] < 0.1  # ResNet-18 at 32 px: 0.044.
   eager = result["torch"]["eager"]
   assert eager["train_ratio"] > 0 and eager["features_ratio"] > 0 and "compile" not in result["torch"]
+  assert len(j["train_step_times_s"]) == len(eager["features_step_times_s"]) == 2  # --smoke: 2 steps, one turn.
+  assert eager["train_turn_ratios"] == [pytest.approx(eager["train_ratio"])]
   assert j["train_mfu"] is None and "no peak known for 'cpu'" in j["mfu_peak"]
 
 
@@ -245,8 +247,12 @@ def test_bench_sides_take_turns_and_report_medians_of_timed_steps(monkeypatch):
   runners = {"jfacediag": {"features": runner("j", "f", fast), "train": runner("j", "t", fast)},
              "eager": {"features": runner("e", "f", [2] * 10), "train": runner("e", "t", [2] * 10)}}
   monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-  step_s, faults = bench._race(runners, warmup=1, steps=4)  # pylint: disable=protected-access
+  step_s, faults, turns = bench._race(runners, warmup=1, steps=4)  # pylint: disable=protected-access
   assert step_s == {"jfacediag": {"features": 1.0, "train": 1.0}, "eager": {"features": 2.0, "train": 2.0}}
+  assert turns["jfacediag"]["train"] == [[1, 1], [1, 1]] and turns["eager"]["features"] == [[2, 2], [2, 2]]
+  assert bench.turn_ratios(turns["eager"]["train"], turns["jfacediag"]["train"]) == [2.0, 2.0]
+  # Round by round: a round where the machine was twice as slow for both sides gives the same ratio.
+  assert bench.turn_ratios([[2, 2], [4, 4], [2, 6]], [[1, 1], [2, 2], [1, 3]]) == [2.0, 2.0, 2.0]
   assert set(faults) == {"jfacediag", "eager"} and all(n >= 0 for f in faults.values() for n in f.values())
   # Features before train (the train step donates buffers the feature step reads), sides in turns.
   assert [c[0] for c in calls[:9]] == ["j", "e", "j", "j", "j", "e", "e", "e", "j"]
