@@ -89,8 +89,9 @@ def get_config():
   c.model.head_dropout = 0.0  # Dropout on the features before the new head (finetune only).
   c.model.freeze_bn_stats = False  # Finetune with BatchNorm in inference mode (running statistics not updated).
   # Compute dtype: "float32", or "bfloat16" (mixed precision: float32 parameters, optimiser state, BN statistics and
-  # loss; bf16 matmuls and convolutions). Fast on TPUs, recent GPUs and CPUs with AVX512-BF16 / AMX. A bf16 forward
-  # stays within 3% of the float32 features' scale (cosine >= 0.999; measured: ResNet-18 0.6%, iResNet-18 2.0%).
+  # loss; bf16 matmuls and convolutions). Fast on TPUs and recent GPUs; slower on this project's AVX512-BF16 CPU
+  # (README: Mixed precision). A bf16 forward stays within 3% of the float32 features' scale (cosine >= 0.999;
+  # measured: ResNet-18 0.6%, iResNet-18 2.0%).
   c.dtype = "float32"
 
   # == Initialisation ===============================================================================================
