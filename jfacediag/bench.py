@@ -52,7 +52,6 @@ def _race(runners, warmup, steps, block=TURN):
 
   Returns (medians {side: {what: s}}, page faults per step {side: {what: n}}, turns {side: {what: [[s, ...], ...]}}:
   each turn's timed steps, in order, so that turn k of every side ran in the same round)."""
-  times = {side: {what: [] for what in fns} for side, fns in runners.items()}
   turns = {side: {what: [] for what in fns} for side, fns in runners.items()}
   faults = {side: {what: 0 for what in fns} for side, fns in runners.items()}
   for what in ("features", "train"):
@@ -60,18 +59,24 @@ def _race(runners, warmup, steps, block=TURN):
     for fns in runners.values():
       for _ in range(warmup):
         fns[what]()
-    while len(next(iter(times.values()))[what]) < steps:
+    done = 0
+    while done < steps:
       for side, fns in runners.items():
         fns[what]()
         turns[side][what].append([])
-        for _ in range(min(block - 1, steps - len(times[side][what]))):
+        for _ in range(min(block - 1, steps - done)):
           f0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
           fns[what]()
-          times[side][what].append(time.perf_counter() - t)
-          turns[side][what][-1].append(times[side][what][-1])
+          turns[side][what][-1].append(time.perf_counter() - t)
           faults[side][what] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-  return ({side: {what: float(np.median(t)) for what, t in ts.items()} for side, ts in times.items()},
+      done += len(turns[side][what][-1])
+  return ({side: {what: float(np.median(_steps(t))) for what, t in ts.items()} for side, ts in turns.items()},
           {side: {what: n / steps for what, n in fs.items()} for side, fs in faults.items()}, turns)
+
+
+def _steps(turns):
+  """Every timed step of a side, in order, from its turns."""
+  return [t for turn in turns for t in turn]
 
 
 def turn_ratios(theirs, ours):
@@ -299,7 +304,7 @@ def main(argv=None):
   step_s, faults, turns = _race(runners, args.warmup, args.steps)
   jax_rates(result["jfacediag"], args, step_s["jfacediag"], faults["jfacediag"])
   for what in ("train", "features"):
-    result["jfacediag"][f"{what}_step_times_s"] = [t for turn in turns["jfacediag"][what] for t in turn]
+    result["jfacediag"][f"{what}_step_times_s"] = _steps(turns["jfacediag"][what])
   if args.input_images:
     result["jfacediag"].update(bench_input(args))
   j = result["jfacediag"]
@@ -308,7 +313,7 @@ def main(argv=None):
       for what in ("train", "features"):
         t[f"{what}_step_s"] = step_s[mode][what]
         t[f"{what}_img_per_s"] = args.batch / step_s[mode][what]
-        t[f"{what}_step_times_s"] = [s for turn in turns[mode][what] for s in turn]
+        t[f"{what}_step_times_s"] = _steps(turns[mode][what])
         t[f"{what}_ratio"] = t[f"{what}_step_s"] / j[f"{what}_step_s"]
         t[f"{what}_turn_ratios"] = turn_ratios(turns[mode][what], turns["jfacediag"][what])
 
