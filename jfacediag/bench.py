@@ -15,9 +15,10 @@ PyTorch side, in the same process on the same device: the repo's reference modul
 eager and `torch.compile` (where it works; --no-torch-compile skips it). The sides take turns, a few steps each
 (bench._race), and each side's median step time is reported. Ratios are PyTorch time / jfacediag time: above 1
 means jfacediag is faster. Beside each ratio, "(turns a-b)" is the range of the same ratio taken round by round
-(bench.turn_ratios): how far the load on a shared machine moved it. The JSON keeps every timed step. On CPU both
-use every core; on GPU the device name and peak memory are reported. Prints a table and one JSON line (and writes
-it to --json).
+(bench.turn_ratios): how far the load on a shared machine moved it. The JSON keeps every timed step. Each side's
+CPU use per timed step is printed too: user and system seconds (all threads) and page faults, so that time spent
+in the kernel (zero-filling fresh memory) shows apart from the computation. On CPU both use every core; on GPU
+the device name and peak memory are reported. Prints a table and one JSON line (and writes it to --json).
 """
 import argparse
 import json
@@ -47,13 +48,14 @@ def _race(runners, warmup, steps, block=TURN):
   until each side has `steps` timed steps. Turns keep every side on the same machine minute by minute (a shared
   CPU's speed drifts 10-20% within minutes, which timing one side after the other turned into ratios off by as
   much); the untimed first step of a turn absorbs the cost of switching sides, which no user pays (SFace's train
-  step right after PyTorch's: 734 ms, the next four 426-444 ms; README Benchmark). Page faults are counted around
-  each side's timed calls.
+  step right after PyTorch's: 734 ms, the next four 426-444 ms; README Benchmark). The process's page faults, user
+  and system CPU seconds (all threads) are counted around each side's timed calls.
 
-  Returns (medians {side: {what: s}}, page faults per step {side: {what: n}}, turns {side: {what: [[s, ...], ...]}}:
-  each turn's timed steps, in order, so that turn k of every side ran in the same round)."""
+  Returns (medians {side: {what: s}}, CPU per timed step {side: {what: {"page_faults", "user_s", "system_s"}}},
+  turns {side: {what: [[s, ...], ...]}}: each turn's timed steps, in order, so that turn k of every side ran in the
+  same round)."""
   turns = {side: {what: [] for what in fns} for side, fns in runners.items()}
-  faults = {side: {what: 0 for what in fns} for side, fns in runners.items()}
+  used = {side: {what: np.zeros(3) for what in fns} for side, fns in runners.items()}
   for what in ("features", "train"):
     print(f"timing {what}: {steps} steps each for {', '.join(runners)}, in turns", file=sys.stderr, flush=True)
     for fns in runners.values():
@@ -65,13 +67,20 @@ def _race(runners, warmup, steps, block=TURN):
         fns[what]()
         turns[side][what].append([])
         for _ in range(min(block - 1, steps - done)):
-          f0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+          u0, t = _cpu_used(), time.perf_counter()
           fns[what]()
           turns[side][what][-1].append(time.perf_counter() - t)
-          faults[side][what] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+          used[side][what] += _cpu_used() - u0
       done += len(turns[side][what][-1])
   return ({side: {what: float(np.median(_steps(t))) for what, t in ts.items()} for side, ts in turns.items()},
-          {side: {what: n / steps for what, n in fs.items()} for side, fs in faults.items()}, turns)
+          {side: {what: dict(zip(("page_faults", "user_s", "system_s"), (u / steps).tolist()))
+                  for what, u in us.items()} for side, us in used.items()}, turns)
+
+
+def _cpu_used():
+  """This process's page faults, user and system CPU seconds so far (every thread)."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return np.array([r.ru_minflt, r.ru_utime, r.ru_stime], np.float64)
 
 
 def _steps(turns):
@@ -109,6 +118,10 @@ def peak_tflops(device_kind, dtype):
 
 def _spread(ratios):
   return f" (turns {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+
+
+def _cpu(u):
+  return f"user {u['user_s']:.2f} s + system {u['system_s']:.2f} s, {u['page_faults']:.0f} page faults"
 
 
 def _pct(x):
@@ -198,13 +211,15 @@ def bench_jax(args):
                "features": lambda: jax.block_until_ready(feat_compiled(variables, batch["image"], batch["index"]))}
 
 
-def jax_rates(out, args, step_s, faults):
-  """Fills jfacediag's times, img/s, achieved FLOP/s, MFU and peak memory from the race's medians."""
+def jax_rates(out, args, step_s, cpu_used):
+  """Fills jfacediag's times, img/s, CPU use, achieved FLOP/s, MFU and peak memory from the race's figures."""
   dev = jax.devices()[0]
   for what in ("train", "features"):
     out[f"{what}_step_s"] = step_s[what]
     out[f"{what}_img_per_s"] = args.batch / step_s[what]
-  out["train_page_faults_per_step"] = faults["train"]  # Many on CPU: memory handed back each step (cpu.py).
+    out[f"{what}_cpu_per_step"] = cpu_used[what]
+  # Many on CPU: memory handed back each step (cpu.py).
+  out["train_page_faults_per_step"] = cpu_used["train"]["page_faults"]
   out["train_achieved_gflops_per_s"] = out["train_gflops_per_img"] * out["train_img_per_s"]
   out["features_achieved_gflops_per_s"] = out["forward_gflops_per_img"] * out["features_img_per_s"]
   peak, out["mfu_peak"] = peak_tflops(dev.device_kind, args.dtype)
@@ -301,8 +316,8 @@ def main(argv=None):
         result["torch"][mode], runners[mode] = bench_torch(args, mode == "compile")
       except Exception as e:  # pylint: disable=broad-except
         result["torch"][mode] = {"unavailable": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-  step_s, faults, turns = _race(runners, args.warmup, args.steps)
-  jax_rates(result["jfacediag"], args, step_s["jfacediag"], faults["jfacediag"])
+  step_s, cpu_used, turns = _race(runners, args.warmup, args.steps)
+  jax_rates(result["jfacediag"], args, step_s["jfacediag"], cpu_used["jfacediag"])
   for what in ("train", "features"):
     result["jfacediag"][f"{what}_step_times_s"] = _steps(turns["jfacediag"][what])
   if args.input_images:
@@ -314,6 +329,7 @@ def main(argv=None):
         t[f"{what}_step_s"] = step_s[mode][what]
         t[f"{what}_img_per_s"] = args.batch / step_s[mode][what]
         t[f"{what}_step_times_s"] = _steps(turns[mode][what])
+        t[f"{what}_cpu_per_step"] = cpu_used[mode][what]
         t[f"{what}_ratio"] = t[f"{what}_step_s"] / j[f"{what}_step_s"]
         t[f"{what}_turn_ratios"] = turn_ratios(turns[mode][what], turns["jfacediag"][what])
 
@@ -324,7 +340,7 @@ def main(argv=None):
   print(f"  {'jfacediag (jax.jit)':22s} {j['train_step_s'] * 1e3:9.1f} ms {j['train_img_per_s']:9.1f} "
         f"{j['features_step_s'] * 1e3:8.1f} ms {j['features_img_per_s']:9.1f}  compile {j['train_compile_s']:.1f} s"
         f" + {j['features_compile_s']:.1f} s; {j['train_achieved_gflops_per_s']:.1f} GFLOP/s training; "
-        f"{j['train_page_faults_per_step']:.0f} page faults/step ({j['cpu_memory']})")
+        f"memory: {j['cpu_memory']}")
   print(f"  MFU: train {_pct(j['train_mfu'])}, features {_pct(j['features_mfu'])} ({j['mfu_peak']})")
   for mode, t in result["torch"].items():
     name = f"PyTorch {mode}"
@@ -335,6 +351,9 @@ def main(argv=None):
           f"{t['features_step_s'] * 1e3:8.1f} ms {t['features_img_per_s']:9.1f}  ratio (PyTorch time / jfacediag "
           f"time) train {t['train_ratio']:.2f}{_spread(t['train_turn_ratios'])}, features "
           f"{t['features_ratio']:.2f}{_spread(t['features_turn_ratios'])}; first step {t['train_first_step_s']:.1f} s")
+  for name, side in [("jfacediag", j)] + [(f"PyTorch {m}", t) for m, t in result["torch"].items() if m in step_s]:
+    print(f"  CPU per step, {name + ':':18s} " + "; ".join(
+        f"{what} {_cpu(side[f'{what}_cpu_per_step'])}" for what in ("train", "features")))
   if "input_img_per_s" in j:
     print(f"  input pipeline (tf.data, {j['input_images']} generated 250x250 JPEGs): {j['input_img_per_s']:.1f} img/s")
   if "peak_memory_gib" in j:

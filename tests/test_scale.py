@@ -228,6 +228,10 @@ def test_bench_smoke_writes_valid_json(tmp_path):
   assert eager["train_ratio"] > 0 and eager["features_ratio"] > 0 and "compile" not in result["torch"]
   assert len(j["train_step_times_s"]) == len(eager["features_step_times_s"]) == 2  # --smoke: 2 steps, one turn.
   assert eager["train_turn_ratios"] == [pytest.approx(eager["train_ratio"])]
+  for side in (j, eager):  # CPU use of each side's timed steps: a train step computes, so it takes user time.
+    assert side["train_cpu_per_step"]["user_s"] > 0 and side["features_cpu_per_step"]["system_s"] >= 0
+  assert j["train_page_faults_per_step"] == j["train_cpu_per_step"]["page_faults"]
+  assert "CPU per step, PyTorch eager:" in r.stdout and "user " in r.stdout
   assert j["train_mfu"] is None and "no peak known for 'cpu'" in j["mfu_peak"]
 
 
@@ -247,13 +251,16 @@ def test_bench_sides_take_turns_and_report_medians_of_timed_steps(monkeypatch):
   runners = {"jfacediag": {"features": runner("j", "f", fast), "train": runner("j", "t", fast)},
              "eager": {"features": runner("e", "f", [2] * 10), "train": runner("e", "t", [2] * 10)}}
   monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
-  step_s, faults, turns = bench._race(runners, warmup=1, steps=4)  # pylint: disable=protected-access
+  # CPU use is counted around the timed steps only: 1 page fault, 0.5 s user and 0.25 s system each.
+  monkeypatch.setattr(bench, "_cpu_used", lambda: np.array([1.0, 0.5, 0.25]) * clock[0])
+  step_s, used, turns = bench._race(runners, warmup=1, steps=4)  # pylint: disable=protected-access
   assert step_s == {"jfacediag": {"features": 1.0, "train": 1.0}, "eager": {"features": 2.0, "train": 2.0}}
   assert turns["jfacediag"]["train"] == [[1, 1], [1, 1]] and turns["eager"]["features"] == [[2, 2], [2, 2]]
   assert bench.turn_ratios(turns["eager"]["train"], turns["jfacediag"]["train"]) == [2.0, 2.0]
   # Round by round: a round where the machine was twice as slow for both sides gives the same ratio.
   assert bench.turn_ratios([[2, 2], [4, 4], [2, 6]], [[1, 1], [2, 2], [1, 3]]) == [2.0, 2.0, 2.0]
-  assert set(faults) == {"jfacediag", "eager"} and all(n >= 0 for f in faults.values() for n in f.values())
+  assert used["jfacediag"]["train"] == {"page_faults": 1.0, "user_s": 0.5, "system_s": 0.25}  # per 1 s step
+  assert used["eager"]["features"] == {"page_faults": 2.0, "user_s": 1.0, "system_s": 0.5}  # per 2 s step
   # Features before train (the train step donates buffers the feature step reads), sides in turns.
   assert [c[0] for c in calls[:9]] == ["j", "e", "j", "j", "j", "e", "e", "e", "j"]
   assert calls.index(("j", "t")) > max(i for i, c in enumerate(calls) if c[1] == "f")
