@@ -8,7 +8,8 @@ jfacediag side: the trainer's own jitted steps (steps.make_train_step / make_fea
 decay, BatchNorm updated, buffers donated) on random data already on the devices, then the tf.data input
 pipeline alone on generated JPEG files (decode, resize, crop, augment). FLOPs per image come from XLA's cost
 analysis of the steps traced with the plain layers (a multiply-add counts 2; the CPU forms of models/layers.py do
-other arithmetic for the same function), and achieved FLOP/s from the step time.
+other arithmetic for the same function), and achieved FLOP/s from the step time; XLA's temporary memory per step
+(`compiled.memory_analysis()`) is printed beside them.
 
 PyTorch side, in the same process on the same device: the repo's reference module of the same architecture
 (jfacediag/reference/torch_models.py) with a new linear head, SGD momentum with weight decay, cross-entropy,
@@ -124,6 +125,12 @@ def _cpu(u):
   return f"user {u['user_s']:.2f} s + system {u['system_s']:.2f} s, {u['page_faults']:.0f} page faults"
 
 
+def _temps(j):
+  if j["train_temp_mib"] is None or j["features_temp_mib"] is None:
+    return ""
+  return f"; XLA temporaries {j['train_temp_mib']:.0f} MiB (train), {j['features_temp_mib']:.0f} MiB (features)"
+
+
 def _pct(x):
   return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -135,6 +142,12 @@ def _model_flops(make_step, *args):
     cost = make_step().lower(*args).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def _temp_mib(compiled):
+  """XLA's temporary buffers for one run of a compiled step, MiB (on CPU allocated afresh at every step), or None."""
+  analysis = compiled.memory_analysis()
+  return analysis.temp_size_in_bytes / 2**20 if analysis is not None else None
 
 
 def parse(argv=None):
@@ -202,6 +215,7 @@ def bench_jax(args):
   out = {"params": int(n_params), "devices": jax.device_count(), "platform": dev.platform,
          "cpu_memory": cpu.describe(), "device_kind": dev.device_kind, "dtype": args.dtype,
          "train_compile_s": train_compile, "features_compile_s": feat_compile,
+         "train_temp_mib": _temp_mib(compiled), "features_temp_mib": _temp_mib(feat_compiled),
          "forward_gflops_per_img": _model_flops(lambda: steps.make_feature_step(model, mesh, dtype), variables,
                                                 batch["image"], batch["index"]) / args.batch / 1e9,
          "train_gflops_per_img": _model_flops(
@@ -340,7 +354,7 @@ def main(argv=None):
   print(f"  {'jfacediag (jax.jit)':22s} {j['train_step_s'] * 1e3:9.1f} ms {j['train_img_per_s']:9.1f} "
         f"{j['features_step_s'] * 1e3:8.1f} ms {j['features_img_per_s']:9.1f}  compile {j['train_compile_s']:.1f} s"
         f" + {j['features_compile_s']:.1f} s; {j['train_achieved_gflops_per_s']:.1f} GFLOP/s training; "
-        f"memory: {j['cpu_memory']}")
+        f"memory: {j['cpu_memory']}{_temps(j)}")
   print(f"  MFU: train {_pct(j['train_mfu'])}, features {_pct(j['features_mfu'])} ({j['mfu_peak']})")
   for mode, t in result["torch"].items():
     name = f"PyTorch {mode}"

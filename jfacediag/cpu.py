@@ -63,10 +63,11 @@ def entry_point_argv():
   return argv if i + 1 < len(argv) and argv[i + 1].split(".")[0] == "jfacediag" else None
 
 
-def reexec_with_huge_pages():
-  """Restarts a `python -m jfacediag.<module>` command with GLIBC_TUNABLES=...:glibc.malloc.hugetlb=1 (module
-  docstring); returns (doing nothing) anywhere else, once it is set, or where glibc or the kernel cannot."""
-  argv = entry_point_argv()
+def reexec_with_huge_pages(argv=None):
+  """Restarts a `python -m jfacediag.<module>` command (or the command line `argv`, sys.orig_argv for a tool
+  script) with GLIBC_TUNABLES=...:glibc.malloc.hugetlb=1 (module docstring); returns (doing nothing) anywhere
+  else, once it is set, or where glibc or the kernel cannot."""
+  argv = entry_point_argv() if argv is None else argv
   if argv is None or not _wanted() or huge_pages_on() or not _huge_pages_possible():
     return
   tunables = ":".join(t for t in (os.environ.get("GLIBC_TUNABLES", ""), HUGE_PAGES) if t)

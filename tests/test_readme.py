@@ -25,7 +25,7 @@ ARGPARSE = {"jfacediag.align": "jfacediag.align.cli", "jfacediag.embed": "jfaced
             "jfacediag.bench": "jfacediag.bench", "jfacediag.match": "jfacediag.match",
             "tools/convert_weights.py": "jfacediag.convert.cli"}
 TOOLS_WITH_PARSE = ("tools/compare_upstream.py", "tools/bench_align.py", "tools/bench_match.py",
-                    "tools/bench_mtcnn.py", "tools/bench_convs.py")
+                    "tools/bench_mtcnn.py", "tools/bench_convs.py", "tools/bench_xla_options.py")
 _START = re.compile(r"(python -m jfacediag\.[\w.]+|python tools/\w+\.py|\./launch\.sh)\b")
 
 

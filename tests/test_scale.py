@@ -1,4 +1,5 @@
 """Scaling out: 2 processes x 2 devices equal 1 process x 4 devices; launch.sh commands; bf16; the benchmark."""
+import importlib.util
 import json
 import os
 import shlex
@@ -233,6 +234,42 @@ def test_bench_smoke_writes_valid_json(tmp_path):
   assert j["train_page_faults_per_step"] == j["train_cpu_per_step"]["page_faults"]
   assert "CPU per step, PyTorch eager:" in r.stdout and "user " in r.stdout
   assert j["train_mfu"] is None and "no peak known for 'cpu'" in j["mfu_peak"]
+  assert j["train_temp_mib"] > j["features_temp_mib"] > 0 and "MiB (train)" in r.stdout
+
+
+def _xla_options_tool():
+  spec = importlib.util.spec_from_file_location("bench_xla_options", os.path.join(REPO, "tools/bench_xla_options.py"))
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+  return tool
+
+
+def test_bench_xla_options_reads_its_settings():
+  tool = _xla_options_tool()
+  args = tool.parse(["--set", "xla_cpu_enable_fast_math=true", "--set", "xla_cpu_scheduler_type=X", "--set",
+                     "xla_cpu_parallel_codegen_split_count=4"])
+  assert args.changes == {"xla_cpu_enable_fast_math": True, "xla_cpu_scheduler_type": "X",
+                          "xla_cpu_parallel_codegen_split_count": 4}
+  for bad in (["--set", "fast_math=1"], ["--set", "xla_cpu_enable_fast_math"], []):
+    with pytest.raises(SystemExit):
+      tool.parse(bad)
+
+
+@pytest.mark.slow
+def test_bench_xla_options_races_the_defaults_against_changed_options():
+  """tools/bench_xla_options.py: both sides compiled and timed in turns; an option XLA refuses is named."""
+  cmd = [sys.executable, os.path.join(REPO, "tools/bench_xla_options.py"), "--model", "resnet18", "--size", "32",
+         "--batch", "2", "--steps", "2"]
+  r = subprocess.run(cmd + ["--set", "xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"], cwd=REPO,
+                     env=subprocess_env(), capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'" in r.stdout
+  lines = [line.split() for line in r.stdout.splitlines()]
+  for what in ("features", "train"):
+    assert [w[:2] for w in lines if w[:1] == [what]] == [[what, "defaults"], [what, "changed"], [what, "ratio"]]
+  r = subprocess.run(cmd + ["--set", "xla_cpu_no_such_option=1"], cwd=REPO, env=subprocess_env(),
+                     capture_output=True, text=True, timeout=600)
+  assert r.returncode != 0 and "No such compile option: 'xla_cpu_no_such_option'" in r.stderr, r.stderr[-3000:]
 
 
 def test_bench_sides_take_turns_and_report_medians_of_timed_steps(monkeypatch):
