@@ -175,8 +175,9 @@ def parse(argv=None):
 
 
 # == jfacediag =========================================================================================================
-def bench_jax(args):
-  """Compiles the trainer's steps: (facts, {"train": fn, "features": fn}), each fn one step run to the end."""
+def bench_jax(args, flops=True):
+  """Compiles the trainer's steps: (facts, {"train": fn, "features": fn}), each fn one step run to the end; with
+  flops, the facts hold the model's FLOPs per image too (two more traces, with the plain layers)."""
   mesh = sharding.make_mesh()
   sharding.check_batch_size(args.batch, mesh, "--batch")
   dtype = steps.compute_dtype(args.dtype)
@@ -215,12 +216,13 @@ def bench_jax(args):
   out = {"params": int(n_params), "devices": jax.device_count(), "platform": dev.platform,
          "cpu_memory": cpu.describe(), "device_kind": dev.device_kind, "dtype": args.dtype,
          "train_compile_s": train_compile, "features_compile_s": feat_compile,
-         "train_temp_mib": _temp_mib(compiled), "features_temp_mib": _temp_mib(feat_compiled),
-         "forward_gflops_per_img": _model_flops(lambda: steps.make_feature_step(model, mesh, dtype), variables,
-                                                batch["image"], batch["index"]) / args.batch / 1e9,
-         "train_gflops_per_img": _model_flops(
-             lambda: steps.make_train_step(model, tx, mesh, args.classes, 0.0, True, lr, dtype), holder["state"],
-             {"image": batch["image"], "label": batch["label"]}) / args.batch / 1e9}
+         "train_temp_mib": _temp_mib(compiled), "features_temp_mib": _temp_mib(feat_compiled)}
+  if flops:
+    out["forward_gflops_per_img"] = _model_flops(lambda: steps.make_feature_step(model, mesh, dtype), variables,
+                                                 batch["image"], batch["index"]) / args.batch / 1e9
+    out["train_gflops_per_img"] = _model_flops(
+        lambda: steps.make_train_step(model, tx, mesh, args.classes, 0.0, True, lr, dtype), holder["state"],
+        {"image": batch["image"], "label": batch["label"]}) / args.batch / 1e9
   return out, {"train": train,
                "features": lambda: jax.block_until_ready(feat_compiled(variables, batch["image"], batch["index"]))}
 

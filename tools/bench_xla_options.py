@@ -73,7 +73,7 @@ def build(args, options):
   """bench.bench_jax's steps under `options`; XLA's refusal of an option is reported with the options tried."""
   with compiler_options(options):
     try:
-      facts, runners = bench.bench_jax(args)
+      facts, runners = bench.bench_jax(args, flops=False)
     except jax.errors.JaxRuntimeError as e:
       sys.exit(f"XLA did not compile the steps with {options}: {type(e).__name__}: {e}")
   return facts, runners
@@ -81,7 +81,8 @@ def build(args, options):
 
 def main(argv=None):
   args = parse(argv)
-  cpu.reexec_with_huge_pages(sys.orig_argv)  # The benchmark's memory setting (a `python -m jfacediag.*` gets it).
+  if argv is None:  # Run as a script: restart it with the benchmark's memory setting (`python -m jfacediag.*` gets it).
+    cpu.reexec_with_huge_pages(sys.orig_argv)
   if jax.default_backend() != "cpu" or not cpu.cpu_layers():
     sys.exit("this compares jfacediag's CPU compiler options: run it on CPU without JFACEDIAG_CPU_LAYERS=0")
   sides = {"defaults": dict(cpu.COMPILER_OPTIONS), "changed": dict(cpu.COMPILER_OPTIONS, **args.changes)}
