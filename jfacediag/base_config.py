@@ -61,9 +61,16 @@ def get_config():
   # of different people pass (a normal fit through their median and MAD; never below the embedder's adult
   # verification threshold, SFace 0.363). Adult thresholds link most children of one age group.
   c.leakage.false_match_rate = 1e-4
-  c.leakage.threshold = 0.0  # A fixed cosine instead of the calibrated one (0 = calibrate).
-  # Same photo (another crop, scale, colour or mirror): cosine >= same_photo_min_cosine and at least this many SIFT
-  # keypoints of the two aligned faces mapped by one similarity transform (RANSAC inliers).
+  # "per_class": one threshold per condition pair (within each class, across two classes), each calibrated on its
+  # own pairs: children who share a syndrome look alike, so a pooled threshold flags many false pairs among the
+  # patients and too few among the controls. "pooled": one threshold for every pair. "off": no same-person pairs
+  # (the duplicate and same-photo tiers only), for data known to hold one photo per patient.
+  c.leakage.identity = "per_class"
+  c.leakage.threshold = 0.0  # A fixed cosine instead of the calibrated ones (0 = calibrate).
+  # Same photo (another crop, scale, colour or mirror): cosine >= same_photo_min_cosine and SIFT keypoints of the
+  # two aligned faces, outside the black fill of alignment, mapped by one similarity transform (RANSAC inliers): at
+  # least as many as pairs that cannot be one photo (across classes, random within them) reach at the
+  # false-match rate, and never fewer than same_photo_inliers.
   c.leakage.same_photo_min_cosine = 0.5
   c.leakage.same_photo_inliers = 15
   c.leakage.top_pairs = 20  # Pairs listed in the log, the report and the contact sheet (all: leakage_pairs.csv.gz).

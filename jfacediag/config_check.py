@@ -63,6 +63,7 @@ _RULES = (
     ("dsift.vocabulary", lambda v: v >= 2, "an integer >= 2"),
     ("eval.bootstrap", lambda v: v >= 0, "an integer >= 0 (0 = no intervals)"),
     ("leakage.false_match_rate", lambda v: 0 < v < 0.5, "in (0, 0.5)"),
+    ("leakage.identity", lambda v: v in ("per_class", "pooled", "off"), "'per_class', 'pooled' or 'off'"),
     ("leakage.threshold", lambda v: -1 <= v <= 1, "a cosine in [-1, 1] (0 = calibrate)"),
     ("leakage.same_photo_min_cosine", lambda v: -1 <= v <= 1, "a cosine in [-1, 1]"),
     ("leakage.same_photo_inliers", lambda v: v >= 3, "an integer >= 3"),

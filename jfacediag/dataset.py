@@ -126,11 +126,12 @@ def load_split(config, root, workdir):
   rows += alignment_drops(root, classes)
   found = None
   if config.leakage.check or cfg.group_by:
-    usable = [r.file for r in rows if r.split != "skipped"]
+    usable = [r for r in rows if r.split != "skipped"]
     lcfg = config.leakage.copy_and_resolve_references()
     if cfg.group_by == "duplicates" and not config.leakage.check:
       lcfg.embedder = ""
-    found = leakage.find_pairs_cached(root, usable, lcfg, config.leakage.cache, jax.process_index() == 0)
+    found = leakage.find_pairs_cached(root, [r.file for r in usable], lcfg, config.leakage.cache,
+                                      jax.process_index() == 0, classes=[r.class_name for r in usable])
   group_of = leakage.groups([r.file for r in rows if r.split != "skipped"], found,
                             leakage.GROUP_KINDS[cfg.group_by]) if cfg.group_by else None
   settings = splits.assign(rows, classes, layout, cfg, group_of)

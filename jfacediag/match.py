@@ -326,9 +326,11 @@ def pair_verification(embs, groups):
           **tar}
 
 
-def identity_groups(files, embedder="builtin:sface", cache_dir="", show_progress=True):
+def identity_groups(files, embedder="builtin:sface", cache_dir="", show_progress=True, conditions=None):
   """{absolute path: group id}: the leakage guard's clusters (same person, same photo, duplicates) over `files`;
-  embedder "" = no guard, each file its own group. The guard's result is cached in cache_dir per file set."""
+  embedder "" = no guard, each file its own group. conditions: the condition of each file, so that same-person
+  thresholds are calibrated per condition pair (a condition whose patients look alike does not merge them). The
+  guard's result is cached in cache_dir per file set."""
   if not embedder:
     return {os.path.abspath(f): i for i, f in enumerate(files)}
   cfg = base_config.get_config().leakage
@@ -336,7 +338,7 @@ def identity_groups(files, embedder="builtin:sface", cache_dir="", show_progress
   common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
   rel = [os.path.relpath(os.path.abspath(f), common) for f in files]
   found = leakage.find_pairs_cached(common, rel, cfg, os.path.join(cache_dir, "leakage.json.gz") if cache_dir else "",
-                                    show_progress)
+                                    show_progress, None if conditions is None else [str(c) for c in conditions])
   group = leakage.groups(rel, found, leakage.GROUP_KINDS["identity"])
   names = {g: i for i, g in enumerate(sorted(set(group.values())))}
   return {os.path.abspath(f): names[group[r]] for f, r in zip(files, rel)}
@@ -441,7 +443,8 @@ def run(args):
   if args.pairs:
     groups = g_labels
     if args.pairs == "identity":
-      person = identity_groups(g_files, args.identity_guard or "builtin:sface", cache_dir)
+      person = identity_groups(g_files, args.identity_guard or "builtin:sface", cache_dir,
+                               conditions=[conditions[y] for y in g_labels])
       groups = np.array([person[os.path.abspath(f)] for f in g_files])
     result["pairs"] = {args.pairs: pair_verification(g_embs, groups)}
     v = result["pairs"][args.pairs]
@@ -459,7 +462,9 @@ def run(args):
       p_files, p_labels = [f for f, k in zip(t_files, p_ok) if k], t_labels[p_ok]
     else:
       p_embs, p_files, p_labels = g_embs, g_files, g_labels
-    person = identity_groups(g_files + (p_files if args.test else []), args.identity_guard, cache_dir)
+    person = identity_groups(g_files + (p_files if args.test else []), args.identity_guard, cache_dir,
+                             conditions=[conditions[y] for y in g_labels] + ([conditions[y] for y in p_labels]
+                                                                           if args.test else []))
     pg = np.array([person[os.path.abspath(f)] for f in p_files])
     gg = np.array([person[os.path.abspath(f)] for f in g_files])
     rows, summary, skipped = evaluate(p_embs, p_labels, g_embs, g_labels, conditions, (pg, gg), args.rare_max)
