@@ -278,8 +278,9 @@ def check_grouped(usable, classes, strategy, cfg, group_of, tolerance=0.2):
       f"data.group_by={cfg.group_by!r} cannot keep the requested split: " + "; ".join(bad) + ". Its clusters of "
       f"more than one image: {len(largest)}, the largest holding {', '.join(map(str, largest[:8]))} of "
       f"{len(usable)} images. If they link different people, check leakage_pairs.png and leakage.json (the "
-      f"identity threshold and the similarity histogram) and lower leakage.false_match_rate or set "
-      f"leakage.threshold; or group by data.group_by='duplicates' only.")
+      f"identity thresholds per condition pair and the similarity histogram) and lower leakage.false_match_rate or "
+      f"set leakage.threshold; or, with one photo per patient, leakage.identity='off' or "
+      f"data.group_by='duplicates'.")
 
 
 def write(workdir, rows, settings, classes):
