@@ -18,12 +18,15 @@
 # tpu    a Cloud TPU VM through `gcloud compute tpus tpu-vm`:
 #          create   creates the VM;
 #          setup    copies this checkout (git archive of HEAD) to every worker and installs it with jax[tpu];
-#          run      starts training on every worker (--worker=all) in the background, output in ~/jfacediag/train.log,
-#                   with --config.dtype=bfloat16 unless the training flags give a dtype;
+#          run      first compiles the run for the accelerator type here (python -m jfacediag.aot: does it compile,
+#                   does it fit in HBM, how fast could it be) and stops before touching the VM when it does not;
+#                   --no-preflight skips that. Then starts training on every worker (--worker=all) in the
+#                   background, output in ~/jfacediag/train.log, with --config.dtype=bfloat16 unless the training
+#                   flags give a dtype;
 #          logs     prints the last lines of that log from every worker;
 #          delete   deletes the VM.
 #        Settings (flag or environment variable): --name/TPU_NAME, --project/TPU_PROJECT, --zone/TPU_ZONE,
-#        --accelerator-type/TPU_ACCELERATOR_TYPE (create), --version/TPU_VERSION (create, the TPU software
+#        --accelerator-type/TPU_ACCELERATOR_TYPE (create, and run's pre-flight), --version/TPU_VERSION (create, the TPU software
 #        version, e.g. tpu-ubuntu2204-base). The workdir may be a gs:// path: orbax and tf.data write it directly.
 #
 # Credentials are gcloud's and ssh's own: this script never reads, writes or prints any.
@@ -146,9 +149,10 @@ cmd_tpu() {
   [[ -n $action ]] || die "tpu needs an action: create, setup, run, logs or delete"
   shift
   local name=${TPU_NAME:-} project=${TPU_PROJECT:-} zone=${TPU_ZONE:-} type=${TPU_ACCELERATOR_TYPE:-}
-  local version=${TPU_VERSION:-}
+  local version=${TPU_VERSION:-} preflight=1
   while [[ $# -gt 0 ]]; do
     case $1 in
+      --no-preflight) preflight=0; shift ;;
       --name) name=$2; shift 2 ;;
       --project) project=$2; shift 2 ;;
       --zone) zone=$2; shift 2 ;;
@@ -185,6 +189,21 @@ pip install -q -e . 'jax[tpu]>=0.10.2,<0.11'" ;;
       # bfloat16 compute is the TPU default (MXU-native); --config.dtype=float32 among the flags keeps float32.
       local dtype=" --config.dtype=bfloat16" a
       for a in "$@"; do [[ $a == --config.dtype=* || $a == --config.dtype ]] && dtype=""; done
+      if [[ $preflight == 1 ]]; then
+        need "$type" --accelerator-type TPU_ACCELERATOR_TYPE "the accelerator type, for the pre-flight compile (e.g. \
+v5litepod-16; --no-preflight skips it)"
+        local -a aot_args=() skip=0
+        for a in "$@"; do  # The training flags, less --workdir (the pre-flight writes nothing there).
+          if [[ $skip == 1 ]]; then skip=0; continue; fi
+          [[ $a == --workdir ]] && { skip=1; continue; }
+          [[ $a == --workdir=* ]] && continue
+          aot_args+=("$a")
+        done
+        # shellcheck disable=SC2086  # $dtype is empty or one flag.
+        run "${PYTHON:-python}" -m jfacediag.aot --topology "$type" "${aot_args[@]}" $dtype \
+          || die "the pre-flight says this run does not compile or fit on $type (above); nothing was started on \
+$name. Fix the run, or pass --no-preflight to skip the check"
+      fi
       run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command="$remote && nohup python -m jfacediag.train \
 $(quote "$@") --config.distributed=yes$dtype > ~/jfacediag/train.log 2>&1 &" ;;
     logs)

@@ -12,4 +12,9 @@ from jfacediag import cpu  # pylint: disable=g-import-not-at-top
 
 cpu.reexec_with_huge_pages()
 
+# libtpu (the `tpu` extra: TPU pre-flight compiles, jfacediag.aot) makes JAX probe for a TPU at every start and
+# print a page of warnings on a host that has none. Where no GPU or TPU is visible, JAX runs on CPU anyway.
+if not os.environ.get("JAX_PLATFORMS") and not cpu.accelerator_visible():
+  os.environ["JAX_PLATFORMS"] = "cpu"
+
 __version__ = "0.1.0"

@@ -40,6 +40,14 @@ FLAGS = {
                              "(default 0.2)"),
            ("--max-folds K", "run at most K pending folds, then stop (0 = all; time-sliced jobs)"),
            ("--keep-checkpoints", "keep each fold's checkpoints after its report is written")],
+    "aot": [("--config FILE[:ARG]", "config file, as for jfacediag.train"),
+            ("--config.SECTION.FIELD=VALUE", "override one config field (listed below)"),
+            ("--topology NAME", "Cloud TPU topology to compile for (v5e:2x4, v4:2x2x1, v6e:16x16, ...) or its "
+                                "accelerator type (v5litepod-8, v4-8, ...)"),
+            ("--max-batch", "also find the largest per-chip train batch that fits"),
+            ("--json FILE", "where to write the report (default runs/preflight/<config>-<topology>.json)"),
+            ("--train-images N", "training images, for the learning-rate schedule's length only (default 1000)"),
+            ("--classes N", "classes of the head (default: data.classes, else 2)")],
 }
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 

@@ -17,6 +17,8 @@ faster for every convolution this project runs, forward and both gradients (tool
 Benchmark). jit() applies them; JFACEDIAG_CPU_LAYERS=0 turns them off together with the CPU forms of
 models/layers.py.
 """
+import contextlib
+import functools
 import glob
 import os
 import platform
@@ -83,18 +85,45 @@ def cpu_layers():
 
 COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+_TARGET = []  # The platform of the devices a step is being traced for (jit below); the host's backend outside.
 
 
-def compiler_options():
-  """jax.jit(..., compiler_options=) for a jfacediag step: COMPILER_OPTIONS on CPU, None elsewhere."""
+@contextlib.contextmanager
+def tracing_for(platform):
+  """Layers traced inside take the forms of `platform` ("cpu", "gpu", "tpu"), whatever the host runs."""
+  _TARGET.append(platform)
+  try:
+    yield
+  finally:
+    _TARGET.pop()
+
+
+def target_platform():
+  """The platform the code being traced will run on: the one jit() was given, else the host's backend."""
+  if _TARGET:
+    return _TARGET[-1]
   import jax  # pylint: disable=g-import-not-at-top  (this module is imported before JAX starts)
-  return dict(COMPILER_OPTIONS) if jax.default_backend() == "cpu" and cpu_layers() else None
+  return jax.default_backend()
 
 
-def jit(fn, **kwargs):
-  """jax.jit(fn, **kwargs) with compiler_options(): every jitted model step of jfacediag is built here."""
+def compiler_options(platform=None):
+  """jax.jit(..., compiler_options=) for a jfacediag step: COMPILER_OPTIONS on CPU, None elsewhere."""
+  return dict(COMPILER_OPTIONS) if (platform or target_platform()) == "cpu" and cpu_layers() else None
+
+
+def jit(fn, platform=None, **kwargs):
+  """jax.jit(fn, **kwargs) for the devices of `platform` (a mesh's: sharding.platform(mesh); default the host's
+  backend): every jitted model step of jfacediag is built here. The target, not the host, decides the code path:
+  fn is traced under tracing_for(platform), so the CPU forms of models/layers.py and COMPILER_OPTIONS reach a
+  program only when it will run on CPU (a TPU step compiled ahead of time on a CPU host gets neither)."""
   import jax  # pylint: disable=g-import-not-at-top
-  return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+  platform = platform or jax.default_backend()
+
+  @functools.wraps(fn)
+  def traced(*args, **kw):
+    with tracing_for(platform):
+      return fn(*args, **kw)
+  return jax.jit(traced, compiler_options=compiler_options(platform), **kwargs)
 
 
 def describe():

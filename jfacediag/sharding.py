@@ -30,6 +30,11 @@ def make_mesh():
   return Mesh(np.array(jax.devices()), ("data",))
 
 
+def platform(mesh):
+  """The platform of the mesh's devices ("cpu", "gpu", "tpu"): what its steps are compiled for."""
+  return mesh.devices.flat[0].platform
+
+
 def replicated(mesh):
   return NamedSharding(mesh, P())
 

@@ -84,20 +84,21 @@ def make_train_step(model, tx, mesh, num_classes, label_smoothing, bn_train, lr_
     return new, metrics
 
   rep = sharding.replicated(mesh)
-  return cpu.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep))
+  return cpu.jit(step_fn, sharding.platform(mesh), donate_argnums=(0,), out_shardings=(rep, rep))
 
 
 def make_predict_step(model, mesh, dtype=jnp.float32):
   """Returns predict(variables, images, index) -> (logits, index), replicated so every process reads all rows."""
   rep = sharding.replicated(mesh)
-  return cpu.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False), i), out_shardings=rep)
+  return cpu.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False), i), sharding.platform(mesh),
+                 out_shardings=rep)
 
 
 def make_feature_step(model, mesh, dtype=jnp.float32):
   """Returns features(variables, images, index) -> (feature layer, index), replicated (DTL2)."""
   rep = sharding.replicated(mesh)
   return cpu.jit(lambda v, x, i: (apply_in(model, dtype, v, x, train=False, method="features"), i),
-                 out_shardings=rep)
+                 sharding.platform(mesh), out_shardings=rep)
 
 
 def run_batches(fn, variables, root, files, labels, pp, batch_size, mesh, dim):

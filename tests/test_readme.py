@@ -1,7 +1,7 @@
 """Every command the README shows parses against the program it names, so the README cannot drift.
 
 Commands are taken from the README's code blocks and inline code: `python -m jfacediag.*`, `python tools/*.py` and
-`./launch.sh`. train and cv commands go through the same checks that run before every start (the config file, every
+`./launch.sh`. train, cv and aot commands go through the same checks that run before every start (the config file, every
 --config.* field and value, the backbone, the flags, a remote workdir with generated data); argparse programs parse
 their arguments; launch.sh runs with --dry-run. Placeholders: CFG is configs/toy.py, N and K are 2, `...` is dropped
 (for launch.sh tpu: the same TPU settings), and [optional flags] are checked too.
@@ -83,10 +83,10 @@ def test_readme_command_parses(cmd, tmp_path, monkeypatch):
   if not args:  # A program named in the prose: it exists.
     assert (importlib.util.find_spec(program) if argv[1] == "-m" else os.path.isfile(os.path.join(REPO, program))), cmd
     return
-  if program in ("jfacediag.train", "jfacediag.cv"):
+  if program in ("jfacediag.train", "jfacediag.cv", "jfacediag.aot"):
     prog = program.split(".")[1]
     if set(args) & set(cli_front.HELP_FLAGS):
-      assert "--workdir DIR" in cli_front.help_text(prog, "")
+      assert "--config FILE[:ARG]" in cli_front.help_text(prog, "")
     else:
       cli_front.check_command(prog, cli_front.underscores(args, cli_front.flag_names(prog)))
     return

@@ -98,9 +98,11 @@ def test_launch_dry_run_prints_the_commands(tmp_path):
   assert r.returncode == 0 and len(lines) == 3
   assert lines[0].startswith("+ git archive") and "scp" in lines[1] and "--worker=all" in lines[1]
   assert "pip install -q -e . 'jax[tpu]" in lines[2].replace("\\", "")
-  r = _dry("tpu", "run", *TPU, "--", *train)
+  r = _dry("tpu", "run", *TPU, "--accelerator-type", "v5litepod-16", "--", *train)
   assert r.returncode == 0, r.stderr
-  cmd = r.stdout.replace("\\", "")
+  preflight, cmd = r.stdout.replace("\\", "").strip().splitlines()
+  assert preflight == ("+ python -m jfacediag.aot --topology v5litepod-16 --config configs/demo.py "
+                       "--config.dtype=bfloat16")  # First, here, and without --workdir.
   assert "--worker=all" in cmd
   assert "python -m jfacediag.train --config configs/demo.py --workdir gs://bucket/runs/demo --config.distributed=yes" \
       in cmd
@@ -152,13 +154,13 @@ def test_launch_quotes_every_value_that_reaches_a_remote_shell(tmp_path):
     assert (repo / "args.txt").read_text().splitlines() == ["-m", "jfacediag.train", *flags]
     assert "JAX_COORDINATOR_ADDRESS=gpu-a:12355" in argv[3]
   assert not list(tmp_path.rglob("PWNED"))
-  r = _dry("tpu", "run", "--dry-run", *TPU, "--", *flags)  # --dry-run after the target works too.
+  r = _dry("tpu", "run", "--dry-run", "--no-preflight", *TPU, "--", *flags)  # --dry-run after the target too.
   assert r.returncode == 0 and not list(tmp_path.rglob("PWNED"))
   remote = shlex.split(r.stdout[2:])[-1].split("=", 1)[1]
   assert shlex.split(remote.split("nohup ", 1)[1].split(" >")[0]) == ["python", "-m", "jfacediag.train", *flags,
                                                                       "--config.distributed=yes",
                                                                       "--config.dtype=bfloat16"]
-  r = _dry("tpu", "run", *TPU, "--", *flags, "--config.dtype=float32")  # The user's dtype wins.
+  r = _dry("tpu", "run", "--no-preflight", *TPU, "--", *flags, "--config.dtype=float32")  # The user's dtype wins.
   remote = shlex.split(r.stdout[2:])[-1].split("=", 1)[1]
   assert shlex.split(remote.split("nohup ", 1)[1].split(" >")[0])[-2:] == ["--config.dtype=float32",
                                                                            "--config.distributed=yes"]
@@ -170,6 +172,7 @@ def test_launch_quotes_every_value_that_reaches_a_remote_shell(tmp_path):
     (["tpu", "create", "--name", "x", "--project", "p"], "the zone is not set: pass --zone or set TPU_ZONE"),
     (["tpu", "create", *TPU], "the accelerator type"),
     (["tpu", "run", *TPU], "no training flags"),
+    (["tpu", "run", *TPU, "--", "--config", "c.py"], "the accelerator type, for the pre-flight compile"),
     (["tpu", "resize", *TPU], "unknown action resize"),
     (["gpu", "--", "--config", "c.py"], "--hosts FILE"),
     (["local", "--processes", "0", "--", "--config", "c.py"], "positive integer"),
@@ -178,6 +181,26 @@ def test_launch_quotes_every_value_that_reaches_a_remote_shell(tmp_path):
 def test_launch_missing_settings_are_clear_errors(args, message):
   r = _dry(*args)
   assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_launch_tpu_run_stops_before_the_vm_when_the_preflight_refuses(tmp_path):
+  """A real (not dry) `tpu run` whose global batch cannot split over a v5litepod-16's 16 chips: the pre-flight
+  refuses it here, and gcloud (a stub that records any call) is never reached."""
+  pytest.importorskip("libtpu", reason="libtpu (the `tpu` and `dev` extras) is not installed")
+  stub = tmp_path / "bin" / "gcloud"
+  stub.parent.mkdir()
+  stub.write_text(f"#!/usr/bin/env bash\necho called >> {tmp_path}/gcloud-called\n")
+  stub.chmod(0o755)
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("TPU_", "SLURM_"))}
+  env.update(PATH=f"{stub.parent}:{os.environ['PATH']}", PYTHON=sys.executable)
+  r = subprocess.run(["bash", LAUNCH, "tpu", "run", *TPU, "--accelerator-type", "v5litepod-16", "--", "--config",
+                      "configs/toy.py", "--workdir", str(tmp_path / "wd"), "--config.input.batch_size=24"],
+                     cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  print(r.stdout, r.stderr)
+  assert r.returncode == 2 and not (tmp_path / "gcloud-called").exists()
+  assert "input.batch_size=24 does not divide by the topology's 16 chips; the nearest valid sizes are 16 and 32" \
+      in r.stderr
+  assert "nothing was started on jfd" in r.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ adaptive average pooling, and layers that run fast on CPU: Conv, PointwiseConv a
 nn.Conv's parameters and another computation where XLA:CPU is slow; BatchNorm (nn.BatchNorm's variables) and
 max_pool have another gradient. Padding is always explicit (README: Converting face-recognition weights).
 
-The CPU forms are the default on CPU; JFACEDIAG_CPU_LAYERS=0 turns them off (the plain layers, as on GPU and TPU),
+The CPU forms are the default for programs that run on CPU (a TPU or GPU step gets the plain layers, whatever host
+traces it: cpu.jit); JFACEDIAG_CPU_LAYERS=0 turns them off (the plain layers, as on GPU and TPU),
 which is how tools/bench_convs.py and `python -m jfacediag.bench` measure what they gain.
 """
 import contextlib
@@ -33,8 +34,9 @@ def as_convolutions():
 
 
 def cpu_form():
-  """Whether layers take their CPU forms here (jax on CPU, JFACEDIAG_CPU_LAYERS not 0, not counting FLOPs)."""
-  return jax.default_backend() == "cpu" and not _AS_CONVOLUTIONS[0] and cpu.cpu_layers()
+  """Whether layers take their CPU forms here: the program being traced runs on CPU (cpu.target_platform(), not
+  the host's backend), JFACEDIAG_CPU_LAYERS is not 0, and FLOPs are not being counted."""
+  return cpu.target_platform() == "cpu" and not _AS_CONVOLUTIONS[0] and cpu.cpu_layers()
 
 
 _DN = ("NHWC", "HWIO", "NHWC")
