@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs jfacediag.train on this machine, on several GPU hosts, or on a Cloud TPU VM (single host or pod slice).
+# Runs jfacediag.train on this machine, on several GPU hosts (ssh or SLURM), or on a Cloud TPU VM (single host or pod
+# slice).
 #
 #   ./launch.sh [--dry-run] local [--processes N] [--devices-per-process D] -- --config configs/demo.py [train flags]
 #   (--dry-run may also come after the target or its options, anywhere before the `--`)
 #   ./launch.sh [--dry-run] gpu (--hosts FILE | inside a SLURM allocation) [--port P] [--repo DIR] -- TRAIN FLAGS
 #   ./launch.sh [--dry-run] tpu create|setup|run|logs|delete [settings] [-- TRAIN FLAGS]
+#   ./launch.sh [--dry-run] slurm --nodes N --gpus-per-node G [--time T] [--partition P] [--account A] [--submit]
+#               [--script FILE] [--repo DIR] -- TRAIN FLAGS
 #
 # Every command it runs is printed first ("+ ..."); --dry-run prints them and runs nothing.
 #
@@ -15,6 +18,10 @@
 #        coordinator); each is reached with ssh and runs in --repo (default: this directory's path) with its
 #        .venv. Inside SLURM (SLURM_JOB_ID set, no --hosts) it runs `srun` with one task per node and JAX reads the
 #        SLURM variables itself.
+# slurm  writes an sbatch script (--script, default runs/slurm/<job name>.sbatch) that starts one process per GPU
+#        through srun (nodes x gpus-per-node tasks); JAX reads SLURM's variables itself (SLURM_JOB_ID,
+#        SLURM_STEP_NODELIST, SLURM_NTASKS, SLURM_PROCID, SLURM_LOCALID: process i of a node takes its GPU i).
+#        --submit also runs sbatch on it; --dry-run prints the script and writes nothing.
 # tpu    a Cloud TPU VM through `gcloud compute tpus tpu-vm`:
 #          create   creates the VM;
 #          setup    copies this checkout (git archive of HEAD) to every worker and installs it with jax[tpu];
@@ -143,6 +150,64 @@ JAX_NUM_PROCESSES=$n JAX_PROCESS_ID=$i .venv/bin/python -m jfacediag.train $(quo
   wait_all "process (host order)"
 }
 
+# == slurm =============================================================================================================
+cmd_slurm() {
+  local nodes=1 gpus="" time=24:00:00 partition="" account="" submit=0 repo=$PWD job=jfacediag script=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --nodes) nodes=$2; shift 2 ;;
+      --gpus-per-node) gpus=$2; shift 2 ;;
+      --time) time=$2; shift 2 ;;
+      --partition) partition=$2; shift 2 ;;
+      --account) account=$2; shift 2 ;;
+      --job-name) job=$2; shift 2 ;;
+      --script) script=$2; shift 2 ;;
+      --repo) repo=$2; shift 2 ;;
+      --submit) submit=1; shift ;;
+      --) shift; break ;;
+      *) die "slurm: unknown option $1" ;;
+    esac
+  done
+  need_train_args "$@"
+  [[ $nodes =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer, got '$nodes'"
+  [[ $gpus =~ ^[1-9][0-9]*$ ]] || die "--gpus-per-node must be a positive integer (one process per GPU), got '$gpus'"
+  [[ $time =~ ^[0-9:-]+$ ]] || die "--time must look like HH:MM:SS or D-HH:MM:SS, got '$time'"
+  local word
+  for word in "$partition" "$account" "$job"; do
+    [[ -z $word || $word =~ ^[A-Za-z0-9._,-]+$ ]] || die "slurm: '$word' is not a partition, account or job name"
+  done
+  # sbatch reads its #SBATCH lines itself, without a shell's quoting: the checkout's path must be plain.
+  [[ $repo =~ ^[A-Za-z0-9._/@+-]+$ ]] || die "slurm: --repo '$repo' has characters an #SBATCH line cannot carry"
+  script=${script:-runs/slurm/$job.sbatch}
+  local text
+  text=$(cat <<SBATCH
+#!/usr/bin/env bash
+#SBATCH --job-name=$job
+#SBATCH --nodes=$nodes
+#SBATCH --ntasks-per-node=$gpus
+#SBATCH --gpus-per-node=$gpus
+#SBATCH --time=$time
+#SBATCH --output=$repo/runs/slurm/%x-%j.out${partition:+
+#SBATCH --partition=$partition}${account:+
+#SBATCH --account=$account}
+# Written by ./launch.sh slurm: one process per GPU, $((nodes * gpus)) in all. JAX reads SLURM's variables (job id,
+# node list, task count, task id, local id) and gives process i of each node its GPU i.
+set -euo pipefail
+cd $repo
+if [[ -f .venv/bin/activate ]]; then . .venv/bin/activate; fi
+srun --kill-on-bad-exit=1 python -m jfacediag.train $(quote "$@") --config.distributed=yes
+SBATCH
+)
+  if [[ $DRY_RUN == 1 ]]; then
+    printf '# %s\n%s\n' "$script" "$text"
+  else
+    mkdir -p "$(dirname "$script")" "$repo/runs/slurm"
+    printf '%s\n' "$text" > "$script"
+    echo "launch.sh: wrote $script ($nodes node(s) x $gpus GPU(s)); submit it with: sbatch $script"
+  fi
+  if [[ $submit == 1 ]]; then run sbatch "$script"; fi
+}
+
 # == tpu ===============================================================================================================
 cmd_tpu() {
   local action=${1:-}
@@ -224,12 +289,13 @@ for a in "$@"; do
 done
 set -- "${args[@]+"${args[@]}"}"
 target=${1:-}
-[[ -n $target ]] || die "usage: ./launch.sh [--dry-run] local|gpu|tpu ... (see the top of launch.sh)"
+[[ -n $target ]] || die "usage: ./launch.sh [--dry-run] local|gpu|slurm|tpu ... (see the top of launch.sh)"
 shift
 case $target in
   local) cmd_local "$@" ;;
   gpu) cmd_gpu "$@" ;;
   tpu) cmd_tpu "$@" ;;
+  slurm) cmd_slurm "$@" ;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown target $target: local, gpu or tpu" ;;
+  *) die "unknown target $target: local, gpu, slurm or tpu" ;;
 esac

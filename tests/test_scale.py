@@ -183,6 +183,62 @@ def test_launch_missing_settings_are_clear_errors(args, message):
   assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
+def test_launch_slurm_writes_an_sbatch_script_with_one_process_per_gpu(tmp_path):
+  r = _dry("slurm", "--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu", "--account", "lab", "--",
+           "--config", "configs/demo.py", "--workdir", "/shared/runs/a b;x")
+  assert r.returncode == 0, r.stderr
+  lines = r.stdout.strip().splitlines()
+  assert lines[0] == "# runs/slurm/jfacediag.sbatch" and lines[1] == "#!/usr/bin/env bash"
+  for directive in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--account=lab"):
+    assert f"#SBATCH {directive}" in lines
+  srun = shlex.split(lines[-1])
+  assert srun == ["srun", "--kill-on-bad-exit=1", "python", "-m", "jfacediag.train", "--config", "configs/demo.py",
+                  "--workdir", "/shared/runs/a b;x", "--config.distributed=yes"]
+  assert not (tmp_path / "runs").exists() and not os.path.exists(os.path.join(REPO, "runs", "slurm", "jfacediag.sbatch"))
+  for args, says in ((["--nodes", "2", "--"], "no training flags"), (["--nodes", "x", "--", "--config", "c.py"],
+                     "--nodes must be"), (["--", "--config", "c.py"], "--gpus-per-node must be"),
+                     (["--gpus-per-node", "1", "--partition", "a;b", "--", "--config", "c.py"], "is not a partition"),
+                     (["--gpus-per-node", "1", "--repo", "/a b", "--", "--config", "c.py"], "cannot carry")):
+    r = _dry("slurm", *args)
+    assert r.returncode == 2 and says in r.stderr, (args, r.stderr)
+
+
+@pytest.mark.slow
+def test_the_slurm_script_starts_processes_that_join_one_mesh(toy_dir, tmp_path):
+  """The written script, run as sbatch would run it, with an srun stand-in that starts its SLURM_NTASKS tasks with
+  the variables srun sets: two processes find each other through JAX's SLURM detection, form one 2-device mesh and
+  finish one DTL2 run."""
+  script, workdir = tmp_path / "job.sbatch", tmp_path / "wd"
+  flags = _train_flags(toy_dir, workdir)
+  flags[1] = f"{REPO}/configs/toy.py:method=svm"
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("TPU_", "SLURM_", "JAX_COORDINATOR"))}
+  r = subprocess.run(["bash", LAUNCH, "slurm", "--gpus-per-node", "2", "--script", str(script), "--", *flags],
+                     cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+  assert r.returncode == 0 and script.exists(), r.stderr
+  stub = tmp_path / "bin" / "srun"
+  stub.parent.mkdir()
+  stub.write_text("""#!/usr/bin/env bash
+# Stands in for srun inside an allocation: SLURM_NTASKS tasks of the command, with the variables srun sets.
+while [[ $1 == --* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 "$@" > "task$i.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || exit 1; done
+""")
+  stub.chmod(0o755)
+  env.update(PATH=f"{stub.parent}:{os.path.dirname(sys.executable)}:{env['PATH']}", SLURM_JOB_ID="4242",
+             SLURM_NTASKS="2", SLURM_NNODES="1", SLURM_JOB_NODELIST="localhost")
+  r = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+  logs = [(tmp_path / f"{REPO}/task{i}.log").read_text() if os.path.exists(f"{REPO}/task{i}.log") else
+          (tmp_path / f"task{i}.log").read_text() for i in range(2)]
+  print(r.stdout, r.stderr, *logs, sep="\n")
+  assert r.returncode == 0
+  assert "2 device(s) (cpu), 2 process(es)" in logs[0]
+  assert os.path.exists(workdir / "report" / "metrics.json")
+
+
 def test_launch_tpu_run_stops_before_the_vm_when_the_preflight_refuses(tmp_path):
   """A real (not dry) `tpu run` whose global batch cannot split over a v5litepod-16's 16 chips: the pre-flight
   refuses it here, and gcloud (a stub that records any call) is never reached."""

@@ -4,7 +4,7 @@ re-evaluated, not refitted."""
 import time
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jfacediag import checkpointing, network, progress, rundir, sharding, steps, svm as linear_svm
 from jfacediag.methods import base
@@ -27,11 +27,13 @@ def run(config, workdir, ds):
                  + ("; C comes from an inner cross-validation on the train images." if config.svm.select_C else
                     f"; C = svm.C = {config.svm.C:g} (svm.select_C=True chooses it by inner cross-validation)."))
   rep = sharding.replicated(mesh)
-  variables = jax.device_put(net.variables, rep)
+  # From host values (numpy): device_put of arrays committed to one local device onto a sharding that spans several
+  # processes builds global arrays whose shards orbax cannot read (a multi-process DTL2 run failed to save).
+  variables = jax.device_put(jax.tree.map(np.asarray, net.variables), rep)
   ckpts = checkpointing.Checkpoints(workdir)
-  like = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+  like = steps.TrainState(step=np.zeros((), np.int32), params=variables["params"],
                           batch_stats=variables["batch_stats"], opt_state={},
-                          rng=jax.random.key_data(jax.random.PRNGKey(config.seed)))
+                          rng=np.asarray(jax.random.key_data(jax.random.PRNGKey(config.seed))))
   ckpts.check_method(NAME)
   if ckpts.latest_step() is not None:
     state, meta = ckpts.restore(ckpts.latest_step(), like)
@@ -50,7 +52,7 @@ def run(config, workdir, ds):
   progress.log(f"LinearSVC fitted, C={fit.C:g}" + (f" (inner {config.svm.cv_folds}-fold CV on train: {fit.cv})"
                                                    if fit.cv else "."))
   params = dict(variables["params"])
-  params["head"] = {"kernel": jnp.asarray(fit.kernel), "bias": jnp.asarray(fit.bias)}
+  params["head"] = {"kernel": np.asarray(fit.kernel, np.float32), "bias": np.asarray(fit.bias, np.float32)}
   state = jax.device_put(like.replace(params=params), rep)
   margins = linear_svm.heldout_margins(feats, tr_labels, len(ds.classes), config.svm, fit.C, config.seed)
   heldout = None if margins is None else (margins, tr_labels)
