@@ -234,6 +234,9 @@ def one_line_errors(fn, *args):
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and stops by itself): one line.
+    print("\ninterrupted (Ctrl-C); rerun the same command to resume from the last saved state", file=sys.stderr)
+    return 130
   return 0
 
 

@@ -128,6 +128,27 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
+def test_ctrl_c_saves_like_sigterm_and_says_so_in_one_line(toy_dir, tmp_path):
+  proc = subprocess.Popen(_cli(tmp_path / "wd", toy_dir, "--config.train.epochs=20"), env=subprocess_env(), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  hist = tmp_path / "wd" / "history.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if hist.exists() and len(hist.read_text().splitlines()) >= 10:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  out = proc.communicate(timeout=300)[0].decode()
+  print(out[-1500:])
+  assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
+  stopped, _ = final_params(tmp_path / "wd")
+  assert 10 <= stopped < 90
+  assert f"Interrupted at step {stopped}/90; checkpoint saved. Rerun the same command to resume." in out
+  leftovers = [p for p in (tmp_path / "wd" / "checkpoints").iterdir() if not p.name.isdigit()]
+  assert not [p for p in leftovers if "tmp" in p.name], leftovers  # No half-written orbax folder.
+
+
 def _kill_when(proc, ready, deadline=300):
   end = time.time() + deadline
   while time.time() < end and proc.poll() is None:

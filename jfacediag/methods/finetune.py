@@ -1,5 +1,6 @@
-"""DTL1: the backbone and a new head trained together (orbax checkpoints, exact resume, SIGTERM-safe); the reported
-model is the last or the best-on-validation checkpoint (train.report_checkpoint)."""
+"""DTL1: the backbone and a new head trained together (orbax checkpoints, exact resume; SIGTERM and Ctrl-C save and
+stop at the end of the step); the reported model is the last or the best-on-validation checkpoint
+(train.report_checkpoint)."""
 import math
 import signal
 import sys
@@ -77,8 +78,18 @@ def train(config, workdir, ds, net, mesh, scores):
   writer = metric_writer.MetricWriter(workdir, resume_step=start)
   eval_every = max(1, int(round(cfg.eval_every_epochs * steps_per_epoch)))
 
-  stop = {"signal": False}
-  previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
+  # SIGTERM (preemption) and SIGINT (Ctrl-C) finish the step, save a checkpoint and stop; a second Ctrl-C
+  # interrupts at once (the work since the last checkpoint is then lost).
+  stop = {"signal": None}
+
+  def on_signal(signum, _):
+    if stop["signal"] == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    stop["signal"] = signum
+    if signum == signal.SIGINT and jax.process_index() == 0:
+      print("\nInterrupted: saving a checkpoint after this step (Ctrl-C again to stop at once).", file=sys.stderr,
+            flush=True)
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   batches = pipeline.train_batches(ds.root, tr_files, tr_labels, pp, config.input, batch, config.seed, start,
                                    total - start)
   bar = progress.bar(total=total, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
@@ -107,7 +118,7 @@ def train(config, workdir, ds, net, mesh, scores):
              "val_accuracy": float(np.mean(logits.argmax(1) == va_labels))}
       writer.write(done, epoch=done / steps_per_epoch, **val)
       last_t = time.perf_counter()  # Keep validation time out of the next images/s figure.
-    preempted = stop["signal"]
+    preempted = stop["signal"] is not None
     if jax.process_count() > 1:  # Every process must agree to save at the same step.
       preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
     stopped = preempted or (cfg.stop_after_steps and done >= cfg.stop_after_steps and done < total)
@@ -119,13 +130,17 @@ def train(config, workdir, ds, net, mesh, scores):
   bar.close()
   writer.close()
   ckpts.wait()
-  signal.signal(signal.SIGTERM, previous)
+  for s, handler in previous.items():
+    signal.signal(s, handler)
   if stopped:
-    why = "SIGTERM" if stop["signal"] else f"train.stop_after_steps={cfg.stop_after_steps}"
-    progress.log(f"Stopped at step {done}/{total} ({why}); checkpoint saved. Rerun the same command to resume.")
+    if stop["signal"] == signal.SIGINT:
+      progress.log(f"Interrupted at step {done}/{total}; checkpoint saved. Rerun the same command to resume.")
+    else:
+      why = "SIGTERM" if stop["signal"] else f"train.stop_after_steps={cfg.stop_after_steps}"
+      progress.log(f"Stopped at step {done}/{total} ({why}); checkpoint saved. Rerun the same command to resume.")
     ckpts.close()
-    if stop["signal"]:
-      sys.exit(143)
+    if stop["signal"] is not None:
+      sys.exit(128 + stop["signal"])  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them.
     return None
 
   report_step, which = total, "last"
