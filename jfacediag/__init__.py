@@ -1,5 +1,6 @@
 """jfacediag: facial diagnosis by deep transfer learning from face recognition (JAX/Flax)."""
 import os
+import sys
 
 # TensorFlow is only our input pipeline. Silence its import banner (oneDNN, absl) before anything imports it;
 # a user who sets these variables keeps their own values.
@@ -16,5 +17,10 @@ cpu.reexec_with_huge_pages()
 # print a page of warnings on a host that has none. Where no GPU or TPU is visible, JAX runs on CPU anyway.
 if not os.environ.get("JAX_PLATFORMS") and not cpu.accelerator_visible():
   os.environ["JAX_PLATFORMS"] = "cpu"
+  if "jax" in sys.modules:  # A script imported jax first, and jax read the variable then: tell its config too.
+    try:
+      sys.modules["jax"].config.update("jax_platforms", "cpu")
+    except Exception:  # pylint: disable=broad-except  (its backends already started: nothing left to change)
+      pass
 
 __version__ = "0.1.0"

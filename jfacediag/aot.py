@@ -39,6 +39,7 @@ import time
 from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
+from jax._src import config as jax_config  # The compilation cache's switch as a context manager.
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 import numpy as np
@@ -124,8 +125,9 @@ def check_divides(batch, chips, what):
   """Refuses a global batch that does not split evenly over the chips, naming the nearest valid sizes."""
   if batch % chips:
     lo, hi = batch // chips * chips, (batch // chips + 1) * chips
-    raise ValueError(f"{what}={batch} does not divide by the topology's {chips} chips; the nearest valid sizes are "
-                     + (f"{lo} and {hi}" if lo else f"{hi}") + f" ({max(lo, chips) // chips} or {hi // chips} per chip)")
+    raise ValueError(f"{what}={batch} does not divide by the topology's {chips} chips; " + (
+        f"the nearest valid sizes are {lo} and {hi} ({lo // chips} or {hi // chips} per chip)" if lo else
+        f"the smallest valid size is {hi} (1 per chip)"))
 
 
 def build(config, num_classes):
@@ -226,7 +228,9 @@ class DoesNotFit(RuntimeError):
 def compile_step(lowered, what, name):
   t = time.perf_counter()
   try:
-    compiled = lowered.compile()
+    # No persistent compilation cache: an executable compiled without a TPU client can be neither read nor written.
+    with jax_config.enable_compilation_cache(False):
+      compiled = lowered.compile()
   except Exception as e:  # pylint: disable=broad-except  (XLA's message, in one line)
     first = str(e).splitlines()[0][:300]
     if "RESOURCE_EXHAUSTED" in first or "Ran out of memory" in first:

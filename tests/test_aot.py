@@ -56,7 +56,7 @@ def test_a_batch_that_cannot_split_is_refused_before_compiling():
   with pytest.raises(ValueError, match=r"input.batch_size=18 does not divide by the topology's 4 chips; the nearest "
                                        r"valid sizes are 16 and 20"):
     aot.preflight(_toy(**{"input.batch_size": 18}), "v5e:2x2")
-  with pytest.raises(ValueError, match="nearest valid sizes are 256 .1 or 1 per chip"):
+  with pytest.raises(ValueError, match=r"the smallest valid size is 256 \(1 per chip\)"):
     aot.check_divides(16, 256, "input.batch_size")
 
 
