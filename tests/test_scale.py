@@ -222,17 +222,16 @@ def test_the_slurm_script_starts_processes_that_join_one_mesh(toy_dir, tmp_path)
 while [[ $1 == --* ]]; do shift; done
 pids=()
 for ((i = 0; i < SLURM_NTASKS; i++)); do
-  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 "$@" > "task$i.log" 2>&1 &
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 "$@" > "$TASK_LOGS/task$i.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || exit 1; done
 """)
   stub.chmod(0o755)
   env.update(PATH=f"{stub.parent}:{os.path.dirname(sys.executable)}:{env['PATH']}", SLURM_JOB_ID="4242",
-             SLURM_NTASKS="2", SLURM_NNODES="1", SLURM_JOB_NODELIST="localhost")
+             SLURM_NTASKS="2", SLURM_NNODES="1", SLURM_JOB_NODELIST="localhost", TASK_LOGS=str(tmp_path))
   r = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-  logs = [(tmp_path / f"{REPO}/task{i}.log").read_text() if os.path.exists(f"{REPO}/task{i}.log") else
-          (tmp_path / f"task{i}.log").read_text() for i in range(2)]
+  logs = [(tmp_path / f"task{i}.log").read_text() for i in range(2)]
   print(r.stdout, r.stderr, *logs, sep="\n")
   assert r.returncode == 0
   assert "2 device(s) (cpu), 2 process(es)" in logs[0]
