@@ -151,7 +151,7 @@ def _temp_mib(compiled):
 
 
 def parse(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.bench", description=__doc__,
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.bench", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--model", default="resnet50", help=f"backbone: {', '.join(models.names())}")
   ap.add_argument("--size", type=int, default=112)

@@ -9,6 +9,7 @@ common command-line mistakes in one line with exit code 2.
 - Flag spelling: `--max-folds` and `--max_folds` are the same flag (absl wants underscores; argparse tools accept
   both spellings through `dashes`).
 """
+import argparse
 import difflib
 import importlib.util
 import io
@@ -238,6 +239,21 @@ def one_line_errors(fn, *args):
     print("\ninterrupted (Ctrl-C); rerun the same command to resume from the last saved state", file=sys.stderr)
     return 130
   return 0
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse for every argparse entry point: a mistake is one line, as train's are (no usage block), and an unknown
+  flag names the closest valid one; exit status 2."""
+
+  def error(self, message):
+    known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for word in re.findall(r"(?<!\w)(--?[\w-]+)", message.partition("unrecognized arguments:")[2]):
+      close = difflib.get_close_matches(word.split("=")[0].replace("_", "-"), known, n=1, cutoff=0.6)
+      if close:
+        hints.append(f"did you mean {close[0]} for {word}?")
+    self.exit(2, f"error: {message}" + (f"; {' '.join(hints)}" if hints else "")
+              + f" ({self.prog} --help lists the flags)\n")
 
 
 def flag_names(prog):

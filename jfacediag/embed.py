@@ -61,7 +61,7 @@ class Embedder:
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.embed", description=__doc__,
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.embed", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--weights", required=True, help="builtin:sface or a converted weights directory")
   ap.add_argument("--images", nargs="+", required=True, help="image files and/or folders")

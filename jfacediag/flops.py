@@ -62,7 +62,7 @@ def forward_cost(backbone, size, num_classes=2):
 
 
 def parse(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.flops", description=__doc__,
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.flops", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--backbone", nargs="+", required=True)
   ap.add_argument("--size", type=int, default=0, help="input side (0 = the backbone's own)")

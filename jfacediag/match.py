@@ -385,7 +385,7 @@ def contact_sheet(path, probe_crop, title, rows, side=96):
 
 
 def parse(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.match", description=__doc__,
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.match", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--gallery", required=True, help="folder of condition folders: GALLERY/<condition>/*.jpg")
   ap.add_argument("--probes", nargs="*", default=(), help="photos or folders to match")

@@ -48,7 +48,7 @@ NOT_A_DEVICE = "jfacediag is a research tool, not a medical device: these output
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.predict", description=__doc__,
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.predict", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--run", required=True, help="a finished run's workdir (for a multi-method run: RUN/svm or "
                                                 "RUN/finetune)")

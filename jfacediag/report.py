@@ -281,7 +281,7 @@ def results_table(rows):
 
 
 def parse(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.report", description=(
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.report", description=(
       "Gathers finished runs and CV directories into the paper's table (Tables 3-6 format) with intervals and the "
       "paper's numbers for the same rows: OUT.md and OUT.csv."))
   ap.add_argument("runs", nargs="+", help="run directories, CV directories, or folders holding them (runs/*)")

@@ -79,6 +79,22 @@ def test_argparse_tools_take_both_spellings():
       "--max_folds=2", "--inner_val", "0.1", "--config.a-b=1", "--nokeep_checkpoints"]
 
 
+@pytest.mark.parametrize("module, typo, says", [
+    ("jfacediag.predict", ["--run", "r", "--imgaes", "a.jpg"], "did you mean --images for --imgaes?"),
+    ("jfacediag.match", ["--gallery", "g", "--out", "o", "--embeders", "x"], "did you mean --embedders for --embeders?"),
+    ("jfacediag.align.cli", ["--src", "a", "--dst", "b", "--stlye", "arcface112"], "did you mean --style"),
+    ("jfacediag.embed", ["--weights", "w", "--images", "i", "--out", "o.npz", "--tta=flip"], "unrecognized arguments"),
+    ("jfacediag.report", ["--workdirs"], "--help lists the flags"),
+])
+def test_argparse_mistakes_are_one_line_with_the_closest_flag(module, typo, says, capsys):
+  import importlib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as e:
+    importlib.import_module(module).parse(typo)
+  err = capsys.readouterr().err.strip()
+  print(err)
+  assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and says in err
+
+
 def test_every_config_file_loads_and_names_its_command():
   import glob, importlib.util  # pylint: disable=g-import-not-at-top,multiple-imports
   files = sorted(glob.glob(f"{REPO}/configs/**/*.py", recursive=True))

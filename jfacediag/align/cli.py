@@ -17,7 +17,7 @@ from jfacediag.align import folder, styles
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.align", description=__doc__,
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.align", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--src", required=True, help="folder of photos (class subfolders are kept)")
   ap.add_argument("--dst", required=True, help="output folder")

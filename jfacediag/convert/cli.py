@@ -46,7 +46,7 @@ def _fitting(state_dict, exclude):
 
 
 def parse(argv):
-  ap = argparse.ArgumentParser(prog="convert_weights.py", description=__doc__, epilog=_epilog(),
+  ap = cli_front.ArgumentParser(prog="convert_weights.py", description=__doc__, epilog=_epilog(),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--arch", required=True, choices=sorted(models.convertible()), metavar="ARCH", help="see the list below")
   ap.add_argument("--src", required=True,

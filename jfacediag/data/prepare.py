@@ -138,7 +138,7 @@ def write(src, dst, split, link):
 
 
 def parse(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m jfacediag.data.prepare", description=__doc__,
+  ap = cli_front.ArgumentParser(prog="python -m jfacediag.data.prepare", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--src", required=True, help="the downloaded data set: one folder per class")
   ap.add_argument("--dst", required=True, help="output folder (train/<class>/, test/<class>/, prepare.json)")
