@@ -11,7 +11,7 @@ import jax
 
 from jfacediag import fileio, leakage, progress
 from jfacediag.align import folder as aligner
-from jfacediag.data import aligned_folder, lfw_subset, splits, toy
+from jfacediag.data import aligned_folder, images, lfw_subset, splits, toy
 
 SPLITS = ("train", "val", "test", "holdout")
 _LEAK_SHOWN = set()  # (data dir, split) whose leakage summary this process printed in full.
@@ -79,6 +79,19 @@ def prepare(config, workdir):
   return ds
 
 
+def check_folder(cfg):
+  """Refuses, before any workdir is made, a data.dir that is not a folder or holds fewer than two class folders."""
+  if not cfg.dir:
+    return
+  root = os.path.abspath(os.path.expanduser(cfg.dir))
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"data.dir={root!r} is not a directory")
+  base = os.path.join(root, "train") if splits.layout_of(root) == "folders" else root
+  found = [d for d in sorted(os.listdir(base)) if os.path.isdir(os.path.join(base, d)) and not d.startswith(".")]
+  if len(found) == 1:
+    raise ValueError(f"{root} has one class ({found[0]!r}): a classifier needs at least two class folders")
+
+
 def data_dir_for(cfg, workdir):
   """config.data.dir, or a generated folder under WORKDIR/data for data.generate='toy' or 'lfw_subset'."""
   if cfg.dir:
@@ -119,6 +132,8 @@ def load_split(config, root, workdir):
     leak = leakage.upgrade(json.loads(fileio.read_text(leak_path))) if fileio.exists(leak_path) else None
     return rows, classes, leak
   layout, classes, rows = splits.scan(root, wanted_classes, show_progress=jax.process_index() == 0)
+  if len(classes) < 2:  # Before the leakage guard and before anything is written to the workdir.
+    raise ValueError(f"{root} has one class ({classes[0]!r}): a classifier needs at least two class folders")
   if cfg.group_by and cfg.group_by not in leakage.GROUP_KINDS:
     raise ValueError(f"data.group_by={cfg.group_by!r}; expected '', {', '.join(map(repr, leakage.GROUP_KINDS))}")
   if cfg.group_by == "identity" and not config.leakage.embedder:
@@ -170,8 +185,8 @@ def alignment_drops(root, classes):
   out = []
   for name in (aligned_folder.NO_FACE, aligned_folder.ERRORS):
     for r in aligned_folder.read_rows(root, name):
-      if r["source"] in fallback:
-        continue
+      if r["source"] in fallback or not r["source"].lower().endswith(images.IMAGE_EXTENSIONS):
+        continue  # A README beside the photos, listed by an older jfacediag.align: not an image, not a drop.
       parts = r["source"].split("/")
       cls = next((p for p in parts[:-1] if p in classes), parts[0] if len(parts) > 1 else "")
       reason = (f"alignment: unreadable ({r.get('reason', '')})" if name == aligned_folder.ERRORS else

@@ -70,6 +70,7 @@ def _session(config, workdir):
   config_check.validate(config)
   images.MAX_PIXELS = int(config.data.max_megapixels * 1e6)
   sharding.maybe_initialize_distributed(config.distributed)
+  dataset.check_folder(config.data)  # One class folder: refused before the workdir exists.
   workdir = fileio.absolute(workdir)
   if not fileio.is_remote(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir {workdir} is a file, not a directory")

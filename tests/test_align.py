@@ -103,6 +103,7 @@ def photo_folder(tmp_path):
   Image.fromarray(np.rot90(astro, -1).copy()).save(src / "controls" / "exif.jpg", exif=exif)
   Image.fromarray(data.coffee()).save(src / "controls" / "coffee.jpg")
   (src / "controls" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+  (src / "README.md").write_text("# Where these photos come from\n")  # Not an image: ignored, counted, not an error.
   return src
 
 
@@ -111,10 +112,11 @@ def _rows(path):
     return list(csv.DictReader(f))
 
 
-def test_cli_aligns_lists_and_resumes(photo_folder, tmp_path):
+def test_cli_aligns_lists_and_resumes(photo_folder, tmp_path, capsys):
   dst = tmp_path / "aligned"
   argv = ["--src", str(photo_folder), "--dst", str(dst), "--style", "arcface112"]
   assert cli.main(argv) == 0
+  assert "Ignored 1 file(s) that are not images by their extension: README.md." in capsys.readouterr().out
   manifest = {r["source"]: r for r in _rows(dst / aligned_folder.MANIFEST)}
   assert set(manifest) == {"patients/astronaut.jpg", "patients/grey.png", "controls/alpha.png", "controls/exif.jpg"}
   for r in manifest.values():

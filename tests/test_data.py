@@ -40,16 +40,21 @@ def test_load_rgb_handles_every_awkward_file(tmp_path):
 
 
 # == scan and splits ===================================================================================================
-def test_scan_reports_unreadable_and_non_image_files(tmp_path):
+def test_scan_reports_unreadable_images_and_counts_non_image_files(tmp_path, capsys):
   toy.make_folder(str(tmp_path), num_classes=2, per_class=5, size=24)
   badfiles.write_all(str(tmp_path / "a_circle"))
   (tmp_path / "b_square" / "notes.txt").write_text("hello")
+  (tmp_path / "b_square" / "README.md").write_text("# about these photos")
   (tmp_path / "b_square" / ".DS_Store").write_text("x")
-  layout, classes, rows = splits.scan(str(tmp_path), show_progress=False)
+  layout, classes, rows = splits.scan(str(tmp_path), show_progress=True)
   assert layout == "flat" and classes == ["a_circle", "b_square"]
   skipped = {r.file: r.reason for r in rows if r.split == "skipped"}
-  assert set(skipped) == {f"a_circle/{n}" for n in badfiles.UNREADABLE} | {"b_square/notes.txt"}
-  assert len(rows) == 10 + len(badfiles.UNREADABLE) + len(badfiles.READABLE) + 1  # Only .DS_Store is not listed.
+  assert set(skipped) == {f"a_circle/{n}" for n in badfiles.UNREADABLE}  # Unreadable images, not the README.
+  assert len(rows) == 10 + len(badfiles.UNREADABLE) + len(badfiles.READABLE)
+  out = capsys.readouterr()
+  line = [l for l in (out.out + out.err).splitlines() if l.startswith("Ignored")]
+  assert line == ["Ignored 2 file(s) in the class folders that are not images by their extension: "
+                  "b_square/README.md, b_square/notes.txt."]
 
 
 def test_class_with_no_readable_image_is_an_error(tmp_path):

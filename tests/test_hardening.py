@@ -103,6 +103,7 @@ def test_data_that_cannot_give_a_result_is_refused(toy_dir, tmp_path):
   shutil.copytree(toy_dir / "a_circle", one / "a_circle")
   with pytest.raises(ValueError, match="has one class .'a_circle'.: a classifier needs at least two"):
     train.run(small_config(one), str(tmp_path / "w1"))
+  assert not (tmp_path / "w1").exists()  # Refused before anything is written.
   with pytest.raises(ValueError, match="input.batch_size=80 is larger than the 72 training images"):
     train.run(small_config(toy_dir, **{"input.batch_size": 80}), str(tmp_path / "w2"))
   (tmp_path / "file").write_text("x")

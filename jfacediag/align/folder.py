@@ -144,6 +144,11 @@ def _run(src, dst, args):
     if old != setting:
       raise ValueError(f"{dst} was aligned with {old}; this run asks {setting}. Use another --dst.")
   rels = _sources(src)
+  ignored = [r for r in rels if not r.lower().endswith(images.IMAGE_EXTENSIONS)]  # README.md, a CSV of metadata.
+  rels = [r for r in rels if r.lower().endswith(images.IMAGE_EXTENSIONS)]
+  if ignored:
+    print(f"Ignored {len(ignored)} file(s) that are not images by their extension: {', '.join(ignored[:5])}"
+          + (", ..." if len(ignored) > 5 else "") + ".", flush=True)
   outs = _outputs(rels)
   done = _done(dst)
   todo = [(src, dst, args, r, outs[r]) for r in rels if r not in done]
@@ -178,7 +183,7 @@ def _run(src, dst, args):
   for f in files.values():
     f.close()
   seconds = time.perf_counter() - t0
-  total = {"aligned": counts["ok"], "no_face": counts["no_face"], "errors": counts["error"]}
+  total = {"aligned": counts["ok"], "no_face": counts["no_face"], "errors": counts["error"], "ignored": len(ignored)}
   with open(info_path, "w", encoding="utf-8") as f:
     json.dump({"settings": setting, "last_run": {**total, "seconds": round(seconds, 2)}}, f, indent=2)
   print(f"Aligned {counts['ok']}, no face {counts['no_face']} (see {NO_FACE}), unreadable {counts['error']} (see "

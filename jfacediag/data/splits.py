@@ -2,7 +2,8 @@
 
 Layouts: `root/<class>/<image>` or `root/{train,test[,val]}/<class>/<image>`. Every file under a class folder ends up
 in the manifest: as an example of a split, as `unused` (per_class leaves the rest of a class out), or as `skipped`
-with the reason (unreadable, or not an image file). Nothing is dropped silently.
+with the reason (unreadable, too large, ...). Files that are not images by their extension (a README, a CSV of
+metadata) and hidden files are ignored; the first are counted in one line of the log.
 """
 import csv
 import dataclasses
@@ -72,11 +73,14 @@ def scan(root, classes=None, show_progress=True):
   else:
     classes = sorted(found)
 
+  ignored = [rel for rel, _, _ in entries if not rel.lower().endswith(images.IMAGE_EXTENSIONS)]
+  if ignored and show_progress:
+    progress.log(f"Ignored {len(ignored)} file(s) in the class folders that are not images by their extension: "
+                 + ", ".join(ignored[:5]) + (", ..." if len(ignored) > 5 else "") + ".")
   rows = []
-  for rel, cls, part in progress.bar(entries, desc="scan images", unit="img", disable=not show_progress, leave=False):
-    if not rel.lower().endswith(images.IMAGE_EXTENSIONS):
-      rows.append(Row(rel, cls, "skipped", "not an image file extension"))
-      continue
+  images_only = [e for e in entries if e[0].lower().endswith(images.IMAGE_EXTENSIONS)]
+  for rel, cls, part in progress.bar(images_only, desc="scan images", unit="img", disable=not show_progress,
+                                     leave=False):
     reason = images.check(os.path.join(root, rel))
     rows.append(Row(rel, cls, "skipped" if reason else part, reason or ""))
 
