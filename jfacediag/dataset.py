@@ -175,6 +175,28 @@ def check_classes(rows, classes, root, config):
                      f"use at most {n_train}")
 
 
+def alignment(root, rows, classes):
+  """What happened to alignment, for the report: {"aligned_by": "jfacediag.align" or None, "style", "detector",
+  "per_class": {class: [images used, centre-crop fallbacks]}, "p_value": Fisher's or chi-squared test of the
+  fallback rate against the class (None unless there are fallbacks), "dropped": photos left out for no face}."""
+  settings = aligned_folder.settings(root)
+  used = [r for r in rows if r.split not in ("skipped", "unused")]
+  if not settings:
+    return {"aligned_by": None, "per_class": {c: [sum(r.class_name == c for r in used), 0] for c in classes},
+            "p_value": None, "dropped": 0}
+  fallback = {r["output"] for r in aligned_folder.read_rows(root, aligned_folder.MANIFEST) if r.get("fallback")}
+  per_class = {c: [sum(r.class_name == c for r in used), sum(r.class_name == c and r.file in fallback for r in used)]
+               for c in classes}
+  p_value = None
+  if any(k for _, k in per_class.values()):
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    table = [[k, n - k] for n, k in per_class.values()]
+    p_value = float(stats.fisher_exact(table)[1] if len(table) == 2 else stats.chi2_contingency(table)[1])
+  dropped = sum(r.split == "skipped" and "no face" in r.reason for r in rows)
+  return {"aligned_by": "jfacediag.align", "style": settings.get("style"), "detector": settings.get("detector"),
+          "per_class": per_class, "p_value": p_value, "dropped": dropped}
+
+
 def alignment_drops(root, classes):
   """Photos that jfacediag.align left out of `root` (no face, unreadable), as skipped manifest rows, so that the
   run's manifest and report count them; rows for a class not among `classes` are listed under their folder."""

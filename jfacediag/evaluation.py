@@ -6,7 +6,8 @@ and confound sections, and the report (WORKDIR/report/, jfacediag/rundir.py name
 import jax
 import numpy as np
 
-from jfacediag import calibration, confounds, leakage, metric_writer, metrics as metrics_lib, progress, report, rundir
+from jfacediag import calibration, confounds, dataset, leakage, metric_writer, metrics as metrics_lib, progress
+from jfacediag import report, rundir
 from jfacediag.models import ensemble
 
 
@@ -16,6 +17,27 @@ def calibrator(config, outcome, method, num_classes):
   if outcome.heldout is None:
     return calibration.fit(method.CALIBRATION, np.zeros((0, num_classes)), np.zeros(0, np.int32), num_classes)
   return calibration.fit(method.CALIBRATION, *outcome.heldout, num_classes)
+
+
+def warnings(config, ds, outcome, results):
+  """Where a result cannot mean much, said loudly: a network trained from random weights on real photos, and an
+  accuracy whose interval does not exclude chance (or could not, with this few test images)."""
+  out = []
+  if outcome.spec is not None and not config.init.checkpoint and config.data.generate != "toy":
+    out.append(f"{outcome.spec.name} was trained from random weights (init.checkpoint is empty). Tens of photos per "
+               "class cannot train a face network from scratch: use face-recognition weights (init.checkpoint="
+               "'builtin:sface', or converted ones).")
+  acc, chance, n = results["accuracy"], results["majority_rate"], results["num_test"]
+  low = acc["clopper_pearson95"][0]
+  if n and chance is not None and (0.025 ** (1 / n)) <= chance:
+    out.append(f"{n} test images cannot show that anything beats chance: even 100% correct would have an exact "
+               f"95% interval reaching the majority rate ({100 * chance:.1f}%). Use more test images, or "
+               "cross-validation (python -m jfacediag.cv).")
+  elif n and chance is not None and low <= chance:
+    out.append(f"the accuracy's exact 95% interval [{100 * low:.1f}, {100 * acc['clopper_pearson95'][1]:.1f}] "
+               f"includes chance (the majority rate, {100 * chance:.1f}%): this run does not show that the "
+               "classifier beats chance.")
+  return out
 
 
 def evaluate(config, workdir, ds, outcome, method):
@@ -36,6 +58,9 @@ def evaluate(config, workdir, ds, outcome, method):
     results["confounds"] = confounds.analyse(meta, ds.rows, classes, te_files, te_labels, scores.argmax(1))
     for w in results["confounds"]["warnings"]:
       progress.log(f"WARNING: confound: {w}")
+  results["warnings"] = warnings(config, ds, outcome, results)
+  for w in results["warnings"]:
+    progress.log(f"WARNING: {w}")
   if jax.process_index() == 0:
     spec, pp = outcome.spec, outcome.pp
     summary = {"method": method.NAME, "backbone": spec.name if spec else "dense SIFT + bag of words",
@@ -43,6 +68,10 @@ def evaluate(config, workdir, ds, outcome, method):
                "init_checkpoint": config.init.checkpoint if spec else "none (no network)", "split_counts": ds.counts,
                "preprocessing": pp.to_dict() if pp else None, "data_dir": ds.root, "paper_row": config.eval.paper_row,
                "input_size": pp.input_size if pp else None}
+    summary["alignment"] = dataset.alignment(ds.root, ds.rows, classes)
+    for line in report.alignment_lines(summary["alignment"]):
+      if line.startswith("WARNING"):
+        progress.log(line)
     if spec and spec.members:
       summary["ensemble"] = ensemble.facts(spec, [c.strip() for c in config.init.checkpoint.split(",") if c.strip()])
     report.write(workdir, results, te_files, te_labels, scores, classes, metric_writer.read_history(workdir),

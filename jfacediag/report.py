@@ -107,6 +107,28 @@ def write_scores(path, files, y, scores, probs, classes):
                  + [f"{p:.6g}" for p in probs[i]])
 
 
+def alignment_lines(a):
+  """The report's lines on alignment: who aligned the faces, how many fell back to a centre crop, per class, and a
+  WARNING when whether a face was found differs between the classes."""
+  if not a:
+    return []
+  if not a["aligned_by"]:
+    return ["Not aligned by jfacediag.align: each photo was resized and centre-cropped whole, so faces may be small, "
+            "off-centre or missing (`python -m jfacediag.align --src PHOTOS --dst ALIGNED --style STYLE` aligns "
+            "them first)."]
+  n = sum(v[0] for v in a["per_class"].values())
+  k = sum(v[1] for v in a["per_class"].values())
+  out = [f"Aligned by jfacediag.align (style {a['style']}, detector {a['detector']}). No face was found in {k} of "
+         f"the {n} photos used, which were centre-cropped (--fallback center)"
+         + (f"; {a['dropped']} more were left out (no face)" if a["dropped"] else "") + ". Per class: "
+         + ", ".join(f"{c} {f}/{m} ({100 * f / max(m, 1):.0f}%)" for c, (m, f) in a["per_class"].items()) + "."]
+  if a["p_value"] is not None and a["p_value"] < 0.05:
+    out.append(f"WARNING: whether a face was found differs between the classes (p = {a['p_value']:.2g}): a "
+               "classifier can learn that instead of anything medical (a faceless centre crop predicts its class). "
+               "Check these photos, or leave them out (align without --fallback center).")
+  return out
+
+
 def write(workdir, metrics, files, y, scores, classes, history, skipped, summary, probs=None, leak=None):
   """Writes every report file into WORKDIR/report. `skipped` = [(file, class, reason)]; `summary` = run facts for
   report.md; `probs` = calibrated probabilities (predictions.csv prob_* columns); `leak` = the leakage guard's
@@ -127,7 +149,9 @@ def write(workdir, metrics, files, y, scores, classes, history, skipped, summary
     _roc_png(os.path.join(report_dir, "roc.png"), y, scores, classes, positive, metrics["roc_auc"], title)
 
   n = metrics["num_test"]
-  md = [f"# jfacediag report: {summary['method']} on {summary['backbone']}", "",
+  md = [f"# jfacediag report: {summary['method']} on {summary['backbone']}", ""]
+  md += [f"**WARNING: {w}**" for w in metrics.get("warnings", [])] + ([""] if metrics.get("warnings") else [])
+  md += [
         f"Workdir `{summary['workdir']}`, checkpoint step {summary['checkpoint_step']} ({summary['checkpoint']}), "
         f"weights `{summary['init_checkpoint'] or 'random initialisation'}`.", "",
         f"Split: {summary['split_counts']}. Scores: {metrics['score_type']}.", "",
@@ -161,8 +185,10 @@ def write(workdir, metrics, files, y, scores, classes, history, skipped, summary
   md += leakage.report_md(leak)
   if metrics.get("confounds"):
     md += ["", "## Confounds (eval.metadata)", ""] + confounds.report_lines(metrics["confounds"])
+  md += ["", "## Alignment", ""] + (alignment_lines(summary.get("alignment")) or ["Not recorded."])
   md += ["", f"## Skipped files ({len(skipped)})", ""]
-  md += [f"- `{f}` ({c}): {r}" for f, c, r in skipped[:50]] or ["None: every file was readable and aligned."]
+  md += [f"- `{f}` ({c}): {r}" for f, c, r in skipped[:50]] or ["None: every image file was readable (alignment: "
+                                                                  "above)."]
   if len(skipped) > 50:
     md.append(f"- ... and {len(skipped) - 50} more (`manifest.csv` in the workdir lists every one).")
   md += ["", "## Caveats", "",

@@ -42,6 +42,11 @@ def test_demo_runs_end_to_end_and_dtl2_beats_the_majority_rate(tmp_path):
     print(f"demo {method}: leakage {leak['pairs']}, across the split {leak['cross_split']}; "
           f"threshold {leak['identity']['threshold']:.3f}; calibration {m['calibration']}")
     print(f"demo {method}: accuracy {m['accuracy']}")
+    md = (report / "report.md").read_text()
+    # The truth about alignment: centre-crop fallbacks counted per class, and whether a face was found is the class.
+    assert "Aligned by jfacediag.align (style arcface112" in md and "aligned." not in md.split("## Skipped")[1]
+    assert "WARNING: whether a face was found differs between the classes" in md, md.split("## Alignment")[1][:600]
+    assert m["run"]["alignment"]["p_value"] < 0.05
   dtl2 = json.loads((workdir / "svm" / "report" / "metrics.json").read_text())["accuracy"]
   # Above the majority-class rate, and so is the lower end of both 95% intervals.
   assert min(dtl2["ci95"][0], dtl2["clopper_pearson95"][0]) > 0.5
