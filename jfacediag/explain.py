@@ -142,8 +142,9 @@ def region_table(cam, predict, x, cls, masks):
   return {r: (float(cam[masks[r]].sum()) / mass, float(base - probs[i])) for i, r in enumerate(REGIONS)}
 
 
-def overlay_png(path, face_rgb, heat, title, masks=None):
-  """The aligned face with a heat map on top (and region outlines), as a PNG."""
+def overlay_png(path, face_rgb, heat, title, masks=None, warnings=()):
+  """The aligned face with a heat map on top (and region outlines), as a PNG; `warnings` (the prediction's flags)
+  are written in red under the title, so that the image never travels without them."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -154,6 +155,9 @@ def overlay_png(path, face_rgb, heat, title, masks=None):
     for m in masks.values():
       ax.contour(m.astype(float), levels=[0.5], colors="white", linewidths=0.6)
   ax.set_title(title, fontsize=7)
+  if warnings:
+    ax.text(0.5, 0.02, "\n".join(warnings), transform=ax.transAxes, ha="center", va="bottom", fontsize=6,
+            color="white", fontweight="bold", bbox={"facecolor": "red", "alpha": 0.85, "pad": 2, "edgecolor": "none"})
   ax.axis("off")
   bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
   bar.ax.tick_params(labelsize=6)

@@ -12,12 +12,15 @@ Each photo is aligned the way the run's training data were (align.json of its da
   `far_from_training` with `far_reason` (the photo is unlike every training image: its colourfulness, sharpness,
   brightness or contrast lies outside the training images' range, its features are farther from them than 95% of
   them are from each other, or the detector's verdict contradicts 90% of the predicted class's training images;
-  the model's probability then means nothing) and `error` (unreadable file). Probabilities are calibrated as the
+  the model's probability then means nothing), `seen_in_training` with `seen_reason` (the run trained on this
+  photo: the same pixels as a training image, or features within cosine 0.995 of one; its probability says nothing
+  about a new patient) and `error` (unreadable file). Probabilities are calibrated as the
   run's report was (report/calibration.json: temperature scaling for DTL1, Platt scaling of the SVM margins for
   DTL2, fitted on held-out training data); the `calibration` column says which, or why none applies (no held-out
   data, another checkpoint than the report's).
 - aligned/: the crops that were classified.
-- with --explain: explain/<photo>_<class>_gradcam.png and _occlusion.png (overlays on the aligned face), and
+- with --explain: explain/<photo>_<class>_gradcam.png and _occlusion.png (overlays on the aligned face, with the
+  photo's warnings in red), and
   regions.csv: per photo and class, each facial region's share of the Grad-CAM mass and the drop of the class
   probability when the region is masked (regions need landmarks: aligned faces only).
 - with --explain-split test: the same for the run's own test split, and regions_by_class.csv / .png, the
@@ -27,6 +30,7 @@ jfacediag is a research tool, not a medical device.
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -206,6 +210,33 @@ def predict_rows(run, rows, batch, min_prob):
 
 
 FAR_PERCENTILE = 5  # Features: farther from every training image than 95% of training images are from theirs.
+SEEN_COSINE = 0.995  # Features this close to a training image's: that photo, re-encoded or re-aligned.
+
+
+def _pixels(path):
+  """A hash of the decoded pixels: the same image in any container or file name."""
+  try:
+    rgb = images.load_rgb(path)
+  except images.UnreadableImage:
+    return None
+  return hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+
+
+def flags(r, min_prob, short=False):
+  """The warnings of one prediction, in the words stdout and the overlays use (short: for an image's title)."""
+  out = []
+  if r.get("seen_in_training"):
+    out.append("SEEN IN TRAINING: the model was trained on this photo" if short else
+               f"IN THE RUN'S TRAINING DATA ({r['seen_reason']}): the model has seen it; its probability says "
+               "nothing about a new patient")
+  if r.get("no_face"):
+    out.append("NO FACE FOUND: centre crop used")
+  if r.get("far_from_training"):
+    out.append("FAR FROM THE TRAINING DATA: the probability means nothing" if short else
+               f"FAR FROM THE TRAINING DATA ({r.get('far_reason')}): the probability means nothing here")
+  if r.get("low_confidence"):
+    out.append(f"low confidence (< {min_prob:g})")
+  return out
 STATS = ("colourfulness", "sharpness", "brightness", "contrast")
 
 
@@ -248,12 +279,21 @@ def flag_far_rows(run, rows, batch):
   sim = ref @ ref.T
   np.fill_diagonal(sim, -np.inf)
   cut = float(np.percentile(sim.max(1), FAR_PERCENTILE))
-  near = (_unit_features(run, [r["input"] for r in readable], batch, mesh) @ ref.T).max(1)
+  sims = _unit_features(run, [r["input"] for r in readable], batch, mesh) @ ref.T
+  near, nearest = sims.max(1), sims.argmax(1)
+  train_pixels = {_pixels(f): f for f in train}
   # In an aligned folder, centre-crop fallbacks are the training images without a detected face, per class.
   fallback = {m["output"] for m in aligned_folder.read_rows(run.data_dir, aligned_folder.MANIFEST) if m.get("fallback")}
   faceless = {c: np.mean([r.file in fallback for r in split_rows if r.split == "train" and r.class_name == c])
               for c in run.classes} if run.style else {}
-  for r, s in zip(readable, near):
+  for r, s, k in zip(readable, near, nearest):
+    same = train_pixels.get(_pixels(r["input"]))
+    if same or s >= SEEN_COSINE:
+      r.update(seen_in_training=1, seen_reason=(
+          f"the same pixels as training image {os.path.relpath(same, run.data_dir)}" if same else
+          f"features {s:.4f} from training image {os.path.relpath(train[k], run.data_dir)} (a copy)"))
+    else:
+      r.update(seen_in_training=0, seen_reason="")
     st = image_stats(r["input"], size)
     why = [f"{name} {v:.3g} outside the training images' {a:.3g}-{b:.3g}"
            for name, v, a, b, d in zip(STATS, st, lo, hi, pad) if v < a - d or v > b + d]
@@ -270,8 +310,9 @@ def flag_far_rows(run, rows, batch):
           "stats_range": {n: [float(a), float(b)] for n, a, b in zip(STATS, lo, hi)}}
 
 
-def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
-  """Grad-CAM + occlusion overlays and region rows for every readable row; returns the region table rows."""
+def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0, min_prob=0.0):
+  """Grad-CAM + occlusion overlays and region rows for every readable row; returns the region table rows. An
+  overlay carries its photo's warnings (no face, far from the training data, seen in training) in red."""
   pp, classes, spec, model = run.pp, run.classes, run.spec, run.model
   if not spec.cam_layer:
     raise ValueError(f"backbone {spec.name} names no Grad-CAM layer (models.Backbone.cam_layer)")
@@ -303,10 +344,11 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
         p = row.get("probabilities", {}).get(classes[c], base)  # The probability predictions.csv gives.
         title = (f"{os.path.basename(run.dir)}: {run.method} on {spec.name}\n"
                  f"{stem[:40]}: {classes[c]}, p = {p:.2f}")
+        warn = flags(row, min_prob, short=True)
         explain.overlay_png(os.path.join(out_dir, "explain", f"{int(i):05d}_{stem}_{classes[c]}_gradcam.png"),
-                            face, cam, "Grad-CAM " + title, masks)
+                            face, cam, "Grad-CAM " + title, masks, warn)
         explain.overlay_png(os.path.join(out_dir, "explain", f"{int(i):05d}_{stem}_{classes[c]}_occlusion.png"),
-                            face, np.clip(occ, 0, None), "occlusion " + title, masks)
+                            face, np.clip(occ, 0, None), "occlusion " + title, masks, warn)
         row.setdefault("maps", {})[classes[c]] = {"gradcam": cam, "occlusion": occ}
         if masks is None:
           continue
@@ -319,7 +361,8 @@ def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0):
 def write(out_dir, run, rows, table, far=None):
   classes = run.classes
   cols = ["source", "input", "top_class", "top_prob", *[f"prob_{c}" for c in classes], "calibration", "no_face",
-          "low_confidence", "far_from_training", "far_reason", "nearest_train_cosine", "error"]
+          "low_confidence", "far_from_training", "far_reason", "nearest_train_cosine", "seen_in_training",
+          "seen_reason", "error"]
   with open(os.path.join(out_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
     w = csv.DictWriter(f, cols)
     w.writeheader()
@@ -331,9 +374,10 @@ def write(out_dir, run, rows, table, far=None):
                   "low_confidence": r.get("low_confidence", ""), "far_from_training": r.get("far_from_training", ""),
                   "far_reason": r.get("far_reason", ""),
                   "nearest_train_cosine": (f"{r['nearest_train_cosine']:.4f}" if "nearest_train_cosine" in r
-                                           else ""), "error": r["error"]})
+                                           else ""), "seen_in_training": r.get("seen_in_training", ""),
+                  "seen_reason": r.get("seen_reason", ""), "error": r["error"]})
   keep = ("source", "input", "top_class", "top_prob", "probabilities", "no_face", "low_confidence",
-          "far_from_training", "far_reason", "nearest_train_cosine", "error")
+          "far_from_training", "far_reason", "nearest_train_cosine", "seen_in_training", "seen_reason", "error")
   with open(os.path.join(out_dir, "predictions.json"), "w", encoding="utf-8") as f:
     json.dump({"run": run.dir, "method": run.method, "checkpoint_step": run.step, "classes": classes,
                "calibration": run.calibration, "note": NOT_A_DEVICE, "far_from_training": far,
@@ -403,19 +447,16 @@ def run_cli(args):
   if rows:
     predict_rows(run, rows, args.batch, args.min_prob)
     far = flag_far_rows(run, rows, args.batch)
-  table = (explain_rows(run, rows, out_dir, args.explain_classes, args.occlusion_patch, None, args.occlusion_stride)
-           if args.explain else [])
+  table = (explain_rows(run, rows, out_dir, args.explain_classes, args.occlusion_patch, None, args.occlusion_stride,
+                        args.min_prob) if args.explain else [])
   write(out_dir, run, rows, table, far)
   for r in rows:
     if r["error"]:
       print(f"  {r['source']}: unreadable ({r['error']})")
       continue
-    flags = [f for f, on in (("NO FACE FOUND: centre crop used", r["no_face"]),
-                             (f"low confidence (< {args.min_prob:g})", r["low_confidence"]),
-                             (f"FAR FROM THE TRAINING DATA ({r.get('far_reason')}): the probability means nothing "
-                              "here", r.get("far_from_training"))) if on]
+    said = flags(r, args.min_prob)
     print(f"  {r['source']}: {r['top_class']}, p = {r['top_prob']:.2f} ({run.calibration})"
-          + (f"  [{'; '.join(flags)}]" if flags else ""))
+          + (f"  [{'; '.join(said)}]" if said else ""))
   if args.explain_split:
     split_rows, _, _ = splits.read(run.dir)
     picked = [x for x in split_rows if x.split == args.explain_split]
@@ -447,7 +488,8 @@ def run_cli(args):
     n_err = sum(bool(r["error"]) for r in rows)
     print(f"Wrote {out_dir}: {len(rows) - n_err} predictions, {n_err} unreadable, "
           f"{sum(r['no_face'] for r in rows)} without a face, "
-          f"{sum(bool(r.get('far_from_training')) for r in rows)} far from the training data.")
+          f"{sum(bool(r.get('far_from_training')) for r in rows)} far from the training data, "
+          f"{sum(bool(r.get('seen_in_training')) for r in rows)} seen in training.")
   print(NOT_A_DEVICE)
   return rows
 

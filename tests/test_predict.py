@@ -128,12 +128,21 @@ def test_photos_unlike_the_training_data_are_flagged(finetune_run, toy_dir, tmp_
   Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
   rows = list(csv.DictReader(open(os.path.join(finetune_run, "manifest.csv"), newline="", encoding="utf-8")))
   test = [os.path.join(str(toy_dir), r["file"]) for r in rows if r["split"] == "test"][:6]
+  trained = [os.path.join(str(toy_dir), r["file"]) for r in rows if r["split"] == "train"][:1]
+  copy = tmp_path / "copy_of_a_training_image.png"  # Another name and container, the same pixels.
+  Image.open(trained[0]).save(copy)
   out = tmp_path / "preds"
-  assert predict.main(["--run", finetune_run, "--images", *test, str(tmp_path / "astronaut.png"), "--out", str(out),
-                       "--align", "none"]) == 0
+  assert predict.main(["--run", finetune_run, "--images", *test, str(tmp_path / "astronaut.png"), str(copy),
+                       "--out", str(out), "--align", "none", "--explain"]) == 0
   got = {os.path.basename(r["source"]): r for r in csv.DictReader(open(out / "predictions.csv", encoding="utf-8"))}
-  print({k: (r["far_from_training"], r["far_reason"]) for k, r in got.items()})
+  print({k: (r["far_from_training"], r["far_reason"], r["seen_in_training"], r["nearest_train_cosine"])
+         for k, r in got.items()})
+  seen = got[copy.name]
+  assert seen["seen_in_training"] == "1" and "the same pixels as training image" in seen["seen_reason"]
+  assert all(got[os.path.basename(f)]["seen_in_training"] == "0" for f in test)  # Test images were never trained on.
   assert got["astronaut.png"]["far_from_training"] == "1" and "outside the training images'" in got[
       "astronaut.png"]["far_reason"]
   assert sum(got[os.path.basename(f)]["far_from_training"] == "1" for f in test) <= 1  # The run's own kind of image.
-  assert "FAR FROM THE TRAINING DATA" in capsys.readouterr().out
+  said = capsys.readouterr().out
+  assert "FAR FROM THE TRAINING DATA" in said and "IN THE RUN'S TRAINING DATA (the same pixels" in said
+  assert len(list((out / "explain").glob("*_gradcam.png"))) == len(test) + 2
