@@ -361,8 +361,22 @@ def gallery_files(root):
   return files, np.array(labels, np.int64), conditions
 
 
-def contact_sheet(path, probe_crop, title, rows, side=96):
-  """The probe, then one row per top condition: its nearest gallery faces with their similarities."""
+def within_noise(nearest, next_best):
+  """Whether a condition's lead over the next one is within the gallery's noise: leaving out its single nearest
+  case (one photo more or less in the gallery) would put the next condition level or ahead, i.e. its second-nearest
+  case is no more similar than the next condition's nearest. A condition with one case is always within noise."""
+  return len(nearest) < 2 or nearest[1][1] <= next_best
+
+
+def known_condition(path, conditions):
+  """The probe's condition when its folder is named after one (test/<condition>/photo.jpg), else ""."""
+  parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+  return parent if parent in conditions else ""
+
+
+def contact_sheet(path, probe_crop, title, rows, side=96, known=""):
+  """The probe (with its known condition), then one row per top condition: its nearest gallery faces with their
+  similarities; a condition whose lead over the next is within the gallery's noise (within_noise) says so."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -372,13 +386,16 @@ def contact_sheet(path, probe_crop, title, rows, side=96):
     ax.axis("off")
   if probe_crop is not None:
     axes[0, 0].imshow(probe_crop)
-  axes[0, 0].set_title("probe", fontsize=7)
+  axes[0, 0].set_title("probe" + (f" (known: {known})" if known else ""), fontsize=7)
   for i, r in enumerate(rows, 1):
     for j, (crop, sim, name) in enumerate(r["faces"]):
       if crop is not None:
         axes[i, j].imshow(crop)
-      axes[i, j].set_title((f"{i}. {r['condition']}\n" if j == 0 else "\n") + f"{sim:.3f} {name[-14:]}", fontsize=6)
-  fig.suptitle(f"{title}\n{NOT_A_DIAGNOSIS}", fontsize=7)
+      head = f"{i}. {r['condition']}" + (" ~ next (noise)" if r.get("tied") else "") + "\n"
+      axes[i, j].set_title((head if j == 0 else "\n") + f"{sim:.3f} {name[-14:]}", fontsize=6,
+                           color="darkred" if j == 0 and known and r["condition"] == known else "black")
+  fig.suptitle(f"{title}\n~: leaving out that condition's nearest case would reorder it with the next\n"
+               f"{NOT_A_DIAGNOSIS}", fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -496,7 +513,7 @@ def run(args):
     with open(os.path.join(args.out, "matches.csv"), "w", newline="", encoding="utf-8") as f:
       w = csv.writer(f)
       w.writerow(["probe", "rank", "condition", "best_similarity", "centroid_similarity", "centroid_rank",
-                  "nearest_cases"])
+                  "within_noise_of_next", "nearest_cases"])
       for lo in range(0, len(ok_files), 256):
         same_file = p_hash[lo:lo + 256, None] == g_hash[None, :]
         best, cent, sim = ranker.rank([e[lo:lo + 256] for e in p_embs], same_file)
@@ -508,24 +525,33 @@ def run(args):
             if not np.isfinite(best[k, j]):  # A condition with no case left (its only case is the probe).
               break
             near = [(g_files[n], s_) for n, s_ in ranker.nearest(sim[k], j)]
+            nxt = order[r + 1] if r + 1 < len(order) else None
             top.append({"condition": conditions[j], "best_similarity": float(best[k, j]),
                         "centroid_similarity": float(cent[k, j]), "centroid_rank": c_rank[int(j)],
-                        "nearest_cases": near})
+                        "nearest_cases": near,
+                        "within_noise_of_next": bool(nxt is not None and np.isfinite(best[k, nxt])
+                                                     and within_noise(near, float(best[k, nxt])))})
             w.writerow([pf, r + 1, conditions[j], f"{best[k, j]:.4f}", f"{cent[k, j]:.4f}", c_rank[int(j)],
+                        int(top[-1]["within_noise_of_next"]),
                         " ".join(f"{os.path.relpath(g, args.gallery)}:{s_:.3f}" for g, s_ in near)])
-          matches.append({"probe": pf, "top": top, "same_file_in_gallery": [g_files[n] for n in
-                                                                             np.nonzero(same_file[k])[0]]})
+          matches.append({"probe": pf, "known_condition": known_condition(pf, conditions), "top": top,
+                          "same_file_in_gallery": [g_files[n] for n in np.nonzero(same_file[k])[0]]})
     e0 = embedders[0]
     for i, m in enumerate(matches[:args.sheets]):
-      sheet_rows = [{"condition": t["condition"],
+      sheet_rows = [{"condition": t["condition"], "tied": t["within_noise_of_next"],
                      "faces": [(aligner.crop(g, e0.style, e0.size), s_, os.path.basename(g))
                                for g, s_ in t["nearest_cases"]]} for t in m["top"]]
       contact_sheet(os.path.join(sheet_dir, f"{i:04d}_{os.path.splitext(os.path.basename(m['probe']))[0]}.png"),
                     aligner.crop(m["probe"], e0.style, e0.size), f"{os.path.basename(m['probe'])} vs {args.gallery}"
-                    + (" (scores: mean z-score over embedders)" if len(embedders) > 1 else " (cosine)"), sheet_rows)
+                    + (" (scores: mean z-score over embedders)" if len(embedders) > 1 else " (cosine)"), sheet_rows,
+                    known=m["known_condition"])
     result.update(matches=matches, probes_left_out=p_bad)
     for m in matches[:20]:
-      print(f"  {m['probe']}: " + ", ".join(f"{t['condition']} {t['best_similarity']:.3f}" for t in m["top"][:3]))
+      print(f"  {m['probe']}" + (f" (known: {m['known_condition']})" if m["known_condition"] else "") + ": "
+            + ", ".join(f"{t['condition']} {t['best_similarity']:.3f}" + (" ~" if t["within_noise_of_next"] else "")
+                        for t in m["top"][:3]))
+    if any(t["within_noise_of_next"] for m in matches for t in m["top"]):
+      print("  ~: within noise of the next condition (leaving out this condition's nearest case would reorder them)")
     for f, why in p_bad.items():
       print(f"  {f}: not matched ({why})")
 

@@ -223,6 +223,15 @@ def test_leave_one_out_on_real_faces_ranks_the_same_identity_first(faces_gallery
   assert r["matches"][1]["top"][0]["condition"] == "obama"
   assert r["matches"][1]["top"][0]["nearest_cases"][0][0] != in_gallery
   assert r["matches"][1]["top"][0]["best_similarity"] < 0.99
+  # The gallery photo's folder names its condition; the unseen probe's folder does not.
+  assert r["matches"][1]["known_condition"] == "obama" and r["matches"][0]["known_condition"] == ""
+  # Noise: a lead is within it when leaving out the condition's nearest case would reorder it with the next.
+  for m in r["matches"]:
+    for t, nxt in zip(m["top"], m["top"][1:]):
+      assert t["within_noise_of_next"] == match.within_noise(t["nearest_cases"], nxt["best_similarity"])
+  assert not r["matches"][0]["top"][0]["within_noise_of_next"]  # The astronaut leads far beyond one photo.
+  assert match.within_noise([("a", 0.48)], 0.2) and match.within_noise([("a", 0.48), ("b", 0.471)], 0.472)
+  assert not match.within_noise([("a", 0.48), ("b", 0.475)], 0.472)
   rows = list(csv.reader(open(out / "matches.csv")))
   assert rows[1][:3] == [str(probe), "1", "astronaut"] and len(rows) == 7
   assert sorted(os.listdir(out / "sheets")) == ["0000_probe.png", "0001_obama2.png"]
