@@ -42,6 +42,11 @@ def small_config(data_dir, method="finetune", epochs=6.0, size=32, **kw):
   c.input.eval_batch_size = 16
   c.train.epochs = epochs
   c.eval.bootstrap = 200
+  return override(c, **kw)
+
+
+def override(c, **kw):
+  """Sets config fields by dotted name ({"input.batch_size": 16}); returns c."""
   for key, value in kw.items():
     node = c
     *path, last = key.split(".")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, override, subprocess_env
 from jfacediag import aot, sharding
 from jfacediag.models import layers
 
@@ -18,14 +18,7 @@ pytest.importorskip("libtpu", reason="libtpu (the `tpu` and `dev` extras: pip in
 
 def _toy(**kw):
   from configs import toy  # pylint: disable=g-import-not-at-top
-  c = toy.get_config("method=finetune")
-  for k, v in kw.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return override(toy.get_config("method=finetune"), **kw)
 
 
 def test_a_tiny_network_compiles_for_v5e_and_fits():

@@ -102,19 +102,23 @@ def _cli(workdir, data, *extra):
           "--config.train.checkpoint_every_steps=1000", "--config.eval.bootstrap=0", *extra]
 
 
+def _started(cmd, hist, lines=10):
+  """A training process, once its history holds `lines` lines (mid-run)."""
+  proc = subprocess.Popen(cmd, env=subprocess_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if hist.exists() and len(hist.read_text().splitlines()) >= lines:
+      break
+    time.sleep(0.05)
+  return proc
+
+
 @pytest.mark.slow
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
   epochs = "--config.train.epochs=20"  # 72 train images / 16 = 4.5 steps an epoch, 90 steps.
   subprocess.run(_cli(tmp_path / "straight", toy_dir, epochs), check=True, env=subprocess_env(), cwd=REPO,
                  capture_output=True, timeout=600)
-  proc = subprocess.Popen(_cli(tmp_path / "killed", toy_dir, epochs), env=subprocess_env(), cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  hist = tmp_path / "killed" / "history.jsonl"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if hist.exists() and len(hist.read_text().splitlines()) >= 10:
-      break
-    time.sleep(0.05)
+  proc = _started(_cli(tmp_path / "killed", toy_dir, epochs), tmp_path / "killed" / "history.jsonl")
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=300)[0].decode()
   assert proc.returncode == 143, out[-2000:]
@@ -130,14 +134,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(toy_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_saves_like_sigterm_and_says_so_in_one_line(toy_dir, tmp_path):
-  proc = subprocess.Popen(_cli(tmp_path / "wd", toy_dir, "--config.train.epochs=20"), env=subprocess_env(), cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  hist = tmp_path / "wd" / "history.jsonl"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if hist.exists() and len(hist.read_text().splitlines()) >= 10:
-      break
-    time.sleep(0.05)
+  proc = _started(_cli(tmp_path / "wd", toy_dir, "--config.train.epochs=20"), tmp_path / "wd" / "history.jsonl")
   proc.send_signal(signal.SIGINT)
   out = proc.communicate(timeout=300)[0].decode()
   print(out[-1500:])
