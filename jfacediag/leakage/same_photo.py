@@ -83,7 +83,7 @@ def null_pairs(unit, labels, rng, max_cosine, n_cross=NULL_CROSS, n_within=NULL_
       block = unit[lo:lo + 1024] @ unit.T
       block[labels[lo:lo + 1024, None] == labels[None, :]] = -np.inf
       flat = block.ravel()
-      k = min(n_cross, flat.size)
+      k = min(2 * n_cross, flat.size)  # A symmetric block holds each pair twice.
       top = np.argpartition(-flat, k - 1)[:k]
       best += [(float(flat[t]), lo + t // n, t % n) for t in top if np.isfinite(flat[t])]
       best = sorted(best, reverse=True)[:2 * n_cross]  # Each pair twice (i, j) and (j, i) at most.
