@@ -213,15 +213,6 @@ FAR_PERCENTILE = 5  # Features: farther from every training image than 95% of tr
 SEEN_COSINE = 0.995  # Features this close to a training image's: that photo, re-encoded or re-aligned.
 
 
-def _pixels(path):
-  """A hash of the decoded pixels: the same image in any container or file name."""
-  try:
-    rgb = images.load_rgb(path)
-  except images.UnreadableImage:
-    return None
-  return hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
-
-
 def flags(r, min_prob, short=False):
   """The warnings of one prediction, in the words stdout and the overlays use (short: for an image's title)."""
   out = []
@@ -240,14 +231,17 @@ def flags(r, min_prob, short=False):
 STATS = ("colourfulness", "sharpness", "brightness", "contrast")
 
 
-def image_stats(path, size):
-  """Low-level statistics of an image at the network's input size: colourfulness (mean |R-G| + |G-B|), sharpness
-  (variance of the grey Laplacian), brightness (mean grey) and contrast (std of grey)."""
+def image_facts(path, size):
+  """(statistics, pixel hash) of an image, decoded once. Statistics at the network's input size: colourfulness
+  (mean |R-G| + |G-B|), sharpness (variance of the grey Laplacian), brightness (mean grey), contrast (std of grey);
+  the hash of the decoded pixels finds the same image in any container or under any name."""
   import cv2  # pylint: disable=g-import-not-at-top
-  img = cv2.resize(images.load_rgb(path), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+  rgb = images.load_rgb(path)
+  digest = hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+  img = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
   grey = img.mean(-1)
   return np.array([np.abs(img[..., 0] - img[..., 1]).mean() + np.abs(img[..., 1] - img[..., 2]).mean(),
-                   cv2.Laplacian(grey, cv2.CV_32F).var(), grey.mean(), grey.std()])
+                   cv2.Laplacian(grey, cv2.CV_32F).var(), grey.mean(), grey.std()]), digest
 
 
 def _unit_features(run, files, batch, mesh):
@@ -271,7 +265,9 @@ def flag_far_rows(run, rows, batch):
   if len(train) < 2 or not readable:
     return None
   size = run.pp.input_size
-  ts = np.stack([image_stats(f, size) for f in train])
+  facts = [image_facts(f, size) for f in train]
+  ts = np.stack([st for st, _ in facts])
+  train_pixels = {digest: f for f, (_, digest) in zip(train, facts)}
   lo, hi = ts.min(0), ts.max(0)
   pad = 0.1 * (hi - lo) + 1e-6
   mesh = sharding.make_mesh()
@@ -281,20 +277,19 @@ def flag_far_rows(run, rows, batch):
   cut = float(np.percentile(sim.max(1), FAR_PERCENTILE))
   sims = _unit_features(run, [r["input"] for r in readable], batch, mesh) @ ref.T
   near, nearest = sims.max(1), sims.argmax(1)
-  train_pixels = {_pixels(f): f for f in train}
   # In an aligned folder, centre-crop fallbacks are the training images without a detected face, per class.
   fallback = {m["output"] for m in aligned_folder.read_rows(run.data_dir, aligned_folder.MANIFEST) if m.get("fallback")}
   faceless = {c: np.mean([r.file in fallback for r in split_rows if r.split == "train" and r.class_name == c])
               for c in run.classes} if run.style else {}
   for r, s, k in zip(readable, near, nearest):
-    same = train_pixels.get(_pixels(r["input"]))
+    st, digest = image_facts(r["input"], size)
+    same = train_pixels.get(digest)
     if same or s >= SEEN_COSINE:
       r.update(seen_in_training=1, seen_reason=(
           f"the same pixels as training image {os.path.relpath(same, run.data_dir)}" if same else
           f"features {s:.4f} from training image {os.path.relpath(train[k], run.data_dir)} (a copy)"))
     else:
       r.update(seen_in_training=0, seen_reason="")
-    st = image_stats(r["input"], size)
     why = [f"{name} {v:.3g} outside the training images' {a:.3g}-{b:.3g}"
            for name, v, a, b, d in zip(STATS, st, lo, hi, pad) if v < a - d or v > b + d]
     share = faceless.get(r.get("top_class"), None)
