@@ -346,8 +346,37 @@ def default_json(config_arg, name):
   return os.path.join("runs", "preflight", f"{stem}-{name.replace(':', '_')}.json")
 
 
+CHILD = "JFACEDIAG_AOT_CHILD"
+
+
+def guarded(cmd, env, what):
+  """Runs `cmd` (this pre-flight, in a child process) with stdout passed through and stderr kept. libtpu can crash
+  outright while compiling (a segmentation fault): then one line says so, the crash log is kept in a file, and the
+  exit status is 1, as for any step that does not compile. Otherwise the child's stderr follows and its status is
+  returned."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.NamedTemporaryFile("w+", prefix="jfacediag-aot-", suffix=".log", delete=False) as err:
+    rc = subprocess.run(cmd, env={**env, CHILD: "1"}, stderr=err, check=False).returncode
+    err.seek(0)
+    text = err.read()
+  if rc >= 0:
+    sys.stderr.write(text)
+    os.remove(err.name)
+    return rc
+  import signal  # pylint: disable=g-import-not-at-top
+  name = signal.Signals(-rc).name if -rc in signal.Signals.__members__.values() else str(-rc)
+  print(f"error: the TPU compiler crashed ({name}) while compiling {what}: a fault of libtpu, not a misfit, so "
+        f"this run was not checked (crash log: {err.name}). Try another per-chip batch or topology.", file=sys.stderr)
+  return 1
+
+
 def main(argv):
   del argv
+  if os.environ.get(CHILD) != "1":  # The compile runs in a child, so that a crash of libtpu still ends in one line.
+    f = flags.FLAGS
+    sys.exit(guarded([sys.executable, "-m", "jfacediag.aot", *sys.argv[1:]], dict(os.environ),
+                     f"{config_flags.get_config_filename(f['config'])} for {f.topology}"))
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   out = f.json or default_json(config_flags.get_config_filename(f["config"]), f.topology)

@@ -25,6 +25,10 @@ def get_config():
   # When data.dir is empty: "toy" generates a small synthetic image folder into WORKDIR/data; "lfw_subset" writes
   # scikit-image's LFW subset (face vs non_face) there and aligns it (arcface112), see jfacediag/data/lfw_subset.py.
   c.data.generate = ""
+  # "auto": when data.dir was not aligned by jfacediag.align in the backbone's style (its align.json), align it once
+  # into WORKDIR/data/aligned-<style> (YuNet, a marked centre crop where no face is found; resumable) and train on
+  # that; a folder aligned in that style is used as it is. "" = use data.dir as it is.
+  c.data.align = ""
   # Class folder names fixing the label order, e.g. ("healthy", "down"); () = sorted folder names. On the command
   # line: --config.data.classes='("healthy", "down")' (or healthy,down).
   c.data.classes = ()

@@ -161,6 +161,8 @@ def parse(argv=None):
   ap.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   ap.add_argument("--dtype", default="float32", choices=sorted(steps.DTYPES), help="jfacediag compute dtype")
   ap.add_argument("--input-images", type=int, default=64, help="generated JPEGs for the input pipeline (0 = skip)")
+  ap.add_argument("--input-paths", action="store_true", help="only the input pipeline: an aligned folder of PNG "
+                  "crops against the same crops as records (python -m jfacediag.build), with and without augmentation")
   ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
   ap.add_argument("--no-torch-compile", action="store_true", help="PyTorch eager only")
   ap.add_argument("--smoke", action="store_true", help="resnet18, 32 px, batch 2, 2 steps, no torch.compile")
@@ -271,6 +273,73 @@ def bench_input(args):
     return {"input_img_per_s": n_batches * args.batch / (time.perf_counter() - t), "input_images": len(files)}
 
 
+def bench_input_paths(args):
+  """img/s and img/s per core of pipeline.train_batches on an aligned folder of real face crops (scikit-image's LFW
+  subset aligned arcface112, repeated to --input-images files, resized to --size) and on the same crops as records,
+  each with the config's augmentation and without: {path: {"aug"|"plain": img/s}}."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from jfacediag.align import folder as aligner  # pylint: disable=g-import-not-at-top
+  from jfacediag import build  # pylint: disable=g-import-not-at-top
+  from jfacediag.data import lfw_subset, pipeline  # pylint: disable=g-import-not-at-top
+  from jfacediag.models.preprocessing import Preprocessing  # pylint: disable=g-import-not-at-top
+  pp = Preprocessing(args.size, args.size, "RGB", (127.5,) * 3, (128.0,) * 3).for_crops()
+  cores = len(os.sched_getaffinity(0))
+  out = {"cores": cores, "size": args.size, "images": args.input_images, "batch": args.batch}
+  with tempfile.TemporaryDirectory() as tmp:
+    photos, crops, root = (os.path.join(tmp, d) for d in ("photos", "crops", "aligned"))
+    lfw_subset.write_photos(photos)
+    aligner.align(photos, crops, aligner.Options(style="arcface112", fallback="center"))
+    made = sorted(os.path.join(crops, c, f) for c in lfw_subset.CLASSES for f in os.listdir(os.path.join(crops, c)))
+    files = []
+    for i in range(args.input_images):
+      img = cv2.imread(made[i % len(made)])
+      if args.size != img.shape[0]:
+        img = cv2.resize(img, (args.size, args.size), interpolation=cv2.INTER_CUBIC)
+      files.append(f"c{i % 2}/{i:06d}.png")
+      os.makedirs(os.path.join(root, f"c{i % 2}"), exist_ok=True)
+      cv2.imwrite(os.path.join(root, files[-1]), img)
+    with open(os.path.join(crops, "align.json"), encoding="utf-8") as f:
+      info = json.load(f)
+    info["settings"]["size"] = args.size
+    with open(os.path.join(root, "align.json"), "w", encoding="utf-8") as f:
+      json.dump(info, f)
+    out["png_kib_per_image"] = sum(os.path.getsize(os.path.join(root, f)) for f in files) / len(files) / 1024
+    recs = os.path.join(tmp, "records")
+    build.build(root, recs, shard_size=1024, leakage_check=False)
+    labels = np.array([int(f[1]) for f in files], np.int32)
+    for path, where in (("folder", root), ("records", recs)):
+      for aug in (True, False):
+        icfg = ml_collections.ConfigDict(base_config.get_config().input.to_dict())
+        if not aug:
+          icfg.flip, icfg.random_resized_crop, icfg.color_jitter = False, False, 0.0
+        n_batches = max(2, 2 * len(files) // args.batch)
+        it = pipeline.train_batches(where, files, labels, pp, icfg, args.batch, 0, 0, n_batches + 1)
+        next(it)  # Start-up (threads, the first shard) is not timed.
+        t = time.perf_counter()
+        for _ in range(n_batches):
+          next(it)
+        rate = n_batches * args.batch / (time.perf_counter() - t)
+        out.setdefault(path, {})["aug" if aug else "plain"] = rate
+  return out
+
+
+def main_input_paths(args):
+  r = bench_input_paths(args)
+  print(f"Input pipeline, {r['images']} real face crops (LFW subset, arcface112) at {r['size']} px, PNG "
+        f"{r['png_kib_per_image']:.1f} KiB each, batch {r['batch']}, {r['cores']} cores (img/s per host / per core):")
+  for path in ("folder", "records"):
+    print(f"  {path:8s} augmented {r[path]['aug']:8.0f} / {r[path]['aug'] / r['cores']:6.0f}   plain "
+          f"{r[path]['plain']:8.0f} / {r[path]['plain'] / r['cores']:6.0f}")
+  print(f"  records / folder: augmented {r['records']['aug'] / r['folder']['aug']:.2f}x, plain "
+        f"{r['records']['plain'] / r['folder']['plain']:.2f}x")
+  line = json.dumps(r)
+  print(line)
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      f.write(line + "\n")
+  return r
+
+
 # == PyTorch ===========================================================================================================
 def bench_torch(args, compile_model):
   """The reference module + a new head, eager or torch.compile'd: (first-call times, {"train": fn, "features": fn})."""
@@ -320,6 +389,8 @@ def bench_torch(args, compile_model):
 # == main ==============================================================================================================
 def main(argv=None):
   args = parse(argv)
+  if args.input_paths:
+    return main_input_paths(args)
   result = {"model": args.model, "size": args.size, "batch": args.batch, "steps": args.steps,
             "timing": f"median of {args.steps} steps per side, taking turns in blocks of 1 untimed + {TURN - 1} "
                       f"timed steps, after {args.warmup} untimed"}

@@ -13,7 +13,7 @@ from jfacediag import dataset, progress, report
 def run(config, workdir, run_one):
   """run_one(config, workdir) -> metrics or None (jfacediag.train.run). Returns {method: metrics}, or None when a
   method stopped before the end (rerunning resumes it and runs the rest)."""
-  root = dataset.data_dir_for(config.data, workdir)
+  root = dataset.data_dir_for(config, workdir)
   names, results = list(config.compare), {}
   for method in names:
     progress.log(f"== {method} ({len(results) + 1}/{len(names)}) " + "=" * 60)

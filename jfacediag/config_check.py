@@ -54,6 +54,7 @@ _RULES = (
     ("data.num_folds", lambda v: v >= 2, "an integer >= 2"),
     ("data.fold", lambda v: v >= 0, "an integer >= 0"),
     ("data.group_by", lambda v: v in ("", "duplicates", "identity"), "'', 'duplicates' or 'identity'"),
+    ("data.align", lambda v: v in ("", "auto"), "'' or 'auto'"),
     ("data.max_megapixels", lambda v: v > 0, "> 0"),
     ("svm.C", lambda v: v > 0, "> 0"),
     ("svm.cv_folds", lambda v: v >= 2, "an integer >= 2"),

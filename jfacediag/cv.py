@@ -132,7 +132,7 @@ def run_worker(workdir, names, keep_checkpoints):
   config = config_check.from_json(settings["config"])
   opts = Options(folds=settings["folds"], repeats=settings["repeats"], inner_val=settings["inner_val"],
                  keep_checkpoints=keep_checkpoints)
-  ok = run_folds(config, workdir, dataset.data_dir_for(config.data, workdir), names, opts)
+  ok = run_folds(config, workdir, dataset.data_dir_for(config, workdir), names, opts)
   raise SystemExit(0 if ok else 3)
 
 
@@ -160,7 +160,7 @@ def summarise(values, n_test, n_train):
   v = np.array([x for x in values if x is not None], np.float64)
   if len(v) == 0:
     return {"mean": None, "std": None, "folds": 0, "spread95": None, "ci95": None}
-  out = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "folds": int(len(v)),
+  out = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "folds": len(v),
          "spread95": [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))], "ci95": None}
   if len(v) > 1:
     half = stats.t.ppf(0.975, len(v) - 1) * np.sqrt((1 / len(v) + n_test / max(n_train, 1)) * v.var(ddof=1))
@@ -290,7 +290,7 @@ def run(config, workdir, opts):
   workdir_lock.acquire(workdir, "CV --workdir")  # Released at exit; --parallel workers lock their fold dirs.
   check_settings(workdir, {"folds": opts.folds, "repeats": opts.repeats, "inner_val": opts.inner_val,
                            "config": json.loads(config.to_json_best_effort())})
-  root = dataset.data_dir_for(config.data, workdir)
+  root = dataset.data_dir_for(config, workdir)
   pending = [n for n in names if not is_done(rundir.fold_dir(workdir, n))]
   already = len(names) - len(pending)
   if opts.max_folds:

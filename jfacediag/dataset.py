@@ -8,10 +8,11 @@ import json
 import os
 
 import jax
+from jax.experimental import multihost_utils
 
-from jfacediag import fileio, leakage, progress
+from jfacediag import fileio, leakage, models, progress
 from jfacediag.align import folder as aligner
-from jfacediag.data import aligned_folder, images, lfw_subset, splits, toy
+from jfacediag.data import aligned_folder, images, lfw_subset, records, splits, toy
 
 SPLITS = ("train", "val", "test", "holdout")
 _LEAK_SHOWN = set()  # (data dir, split) whose leakage summary this process printed in full.
@@ -55,7 +56,7 @@ class Dataset:
 def prepare(config, workdir):
   """The data of a run: folder, split (written to WORKDIR on process 0), leakage guard; logs a summary and raises
   ValueError on data that cannot be trained and tested on."""
-  root = data_dir_for(config.data, workdir)
+  root = data_dir_for(config, workdir)
   rows, classes, leak = load_split(config, root, workdir)
   ds = Dataset(root, classes, rows, leak, {s: splits.examples(rows, classes, s) for s in SPLITS})
   skipped = ds.skipped
@@ -81,7 +82,7 @@ def prepare(config, workdir):
 
 def check_folder(cfg):
   """Refuses, before any workdir is made, a data.dir that is not a folder or holds fewer than two class folders."""
-  if not cfg.dir:
+  if not cfg.dir or fileio.is_remote(cfg.dir):  # A bucket holds a records dataset: checked when it is read.
     return
   root = os.path.abspath(os.path.expanduser(cfg.dir))
   if not os.path.isdir(root):
@@ -92,10 +93,16 @@ def check_folder(cfg):
     raise ValueError(f"{root} has one class ({found[0]!r}): a classifier needs at least two class folders")
 
 
-def data_dir_for(cfg, workdir):
-  """config.data.dir, or a generated folder under WORKDIR/data for data.generate='toy' or 'lfw_subset'."""
+def data_dir_for(config, workdir):
+  """config.data.dir (aligned into WORKDIR/data first with data.align='auto'), or a generated folder under
+  WORKDIR/data for data.generate='toy' or 'lfw_subset'."""
+  cfg = config.data
   if cfg.dir:
-    return os.path.abspath(os.path.expanduser(cfg.dir))
+    root = fileio.absolute(cfg.dir)
+    if fileio.is_remote(root) and not records.is_records(root):
+      raise ValueError(f"data.dir={root}: a bucket (or other remote path) must hold a records dataset "
+                       "(python -m jfacediag.build --src FOLDER --out URL); a folder of images must be local")
+    return aligned_for(config, root, workdir) if cfg.align == "auto" else root
   if cfg.generate not in ("", "toy", "lfw_subset"):
     raise ValueError(f"data.generate={cfg.generate!r}; expected '', 'toy' or 'lfw_subset'")
   if fileio.is_remote(workdir):
@@ -115,6 +122,78 @@ def data_dir_for(cfg, workdir):
                    "(or data.generate='toy' / 'lfw_subset' for a generated folder)")
 
 
+def align_style(config):
+  """The jfacediag.align style that config.model.backbone was trained on ("" = none in particular)."""
+  if config.model.backbone == "ensemble":
+    raise ValueError("data.align='auto' needs one backbone to know the alignment style; for an ensemble, align the "
+                     "folder first (python -m jfacediag.align --src DIR --dst ALIGNED --style STYLE) and pass "
+                     "--config.data.dir=ALIGNED --config.data.align=")
+  return models.get(config.model.backbone).align_style
+
+
+def aligned_for(config, root, workdir):
+  """data.align='auto': `root` when jfacediag.align already aligned it in the backbone's style, else its copy
+  aligned (once, resumably) into WORKDIR/data/aligned-<style>."""
+  if records.is_records(root):  # Aligned when it was built (a style other than the backbone's is warned about).
+    return root
+  style = align_style(config)
+  have = aligned_folder.settings(root)
+  if not style or (have and have["style"] == style):
+    if not style:
+      progress.log(f"data.align='auto': {config.model.backbone} was trained on no alignment style in particular; "
+                   f"using {root} as it is.")
+    return root
+  if have:
+    progress.log(f"data.align='auto': {root} holds {have['style']} crops; {config.model.backbone} was trained on "
+                 f"{style} crops.")
+  if fileio.is_remote(workdir):
+    raise ValueError(f"data.align='auto' writes aligned faces into the workdir, which must then be local; got "
+                     f"{workdir}. Align first (python -m jfacediag.align --src {root} --dst ALIGNED --style {style}) "
+                     "and pass --config.data.dir=ALIGNED --config.data.align=")
+  dst = os.path.join(workdir, "data", f"aligned-{style}")
+  source = _source(dst)
+  if source not in (None, root):
+    raise ValueError(f"{dst} holds faces aligned from {source}, not from data.dir={root}; use another --workdir")
+  if jax.process_index() == 0 and not _aligned_complete(root, dst):
+    progress.log(f"data.align='auto': aligning {root} in {style} style (the style {config.model.backbone} was trained "
+                 f"on) into {dst}; done once, rerunning resumes it.")
+    aligner.align(root, dst, aligner.Options(style=style, fallback="center"))
+    _record_source(dst, root)
+  if jax.process_count() > 1:  # The others wait for process 0's folder (a workdir every process sees).
+    multihost_utils.sync_global_devices("jfacediag data.align")
+  return dst
+
+
+def _aligned_complete(src, dst):
+  """Every image file under src has its row in dst's CSVs (a finished jfacediag.align run)."""
+  if not aligned_folder.settings(dst):
+    return False
+  done = {row["source"] for name in (aligned_folder.MANIFEST, aligned_folder.NO_FACE, aligned_folder.ERRORS)
+          for row in aligned_folder.read_rows(dst, name)}
+  for dirpath, dirnames, filenames in os.walk(src):
+    dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    for name in filenames:
+      rel = os.path.relpath(os.path.join(dirpath, name), src).replace(os.sep, "/")
+      if not name.startswith(".") and name.lower().endswith(images.IMAGE_EXTENSIONS) and rel not in done:
+        return False
+  return True
+
+
+def _source(dst):
+  """The folder that data.align='auto' aligned into dst (from its align.json), None if unknown."""
+  path = os.path.join(dst, aligned_folder.INFO)
+  return json.loads(fileio.read_text(path)).get("source") if fileio.exists(path) else None
+
+
+def _record_source(dst, root):
+  """Writes the source folder into dst's align.json, so that a workdir aligned from one folder refuses another."""
+  path = os.path.join(dst, aligned_folder.INFO)
+  info = json.loads(fileio.read_text(path))
+  info["source"] = root
+  with fileio.open(path, "w") as f:
+    json.dump(info, f, indent=2)
+
+
 def load_split(config, root, workdir):
   """Reuses WORKDIR/manifest.csv when present (after checking its settings), else scans and splits.
 
@@ -131,16 +210,28 @@ def load_split(config, root, workdir):
       raise ValueError(f"data.classes={wanted_classes} differs from the manifest's class order {classes}")
     leak = leakage.upgrade(json.loads(fileio.read_text(leak_path))) if fileio.exists(leak_path) else None
     return rows, classes, leak
-  layout, classes, rows = splits.scan(root, wanted_classes, show_progress=jax.process_index() == 0)
+  stored = records.is_records(root)  # A records dataset: its index, and the pairs its build found.
+  if stored:
+    layout, classes, rows = records.rows(root, wanted_classes)
+    rows = [splits.Row(*r) for r in rows]
+  else:
+    layout, classes, rows = splits.scan(root, wanted_classes, show_progress=jax.process_index() == 0)
   if len(classes) < 2:  # Before the leakage guard and before anything is written to the workdir.
     raise ValueError(f"{root} has one class ({classes[0]!r}): a classifier needs at least two class folders")
   if cfg.group_by and cfg.group_by not in leakage.GROUP_KINDS:
     raise ValueError(f"data.group_by={cfg.group_by!r}; expected '', {', '.join(map(repr, leakage.GROUP_KINDS))}")
   if cfg.group_by == "identity" and not config.leakage.embedder:
     raise ValueError("data.group_by='identity' needs leakage.embedder (face-recognition weights, e.g. builtin:sface)")
-  rows += alignment_drops(root, classes)
+  rows += [] if stored else alignment_drops(root, classes)
   found = None
-  if config.leakage.check or cfg.group_by:
+  if stored and (config.leakage.check or cfg.group_by):
+    found = records.leakage_pairs(root)
+    if found is None and cfg.group_by:
+      raise ValueError(f"data.group_by={cfg.group_by!r}: the records at {root} were built with --no-leakage, so they "
+                       "hold no pairs to group by; build them again without it")
+    progress.log(f"Leakage guard: the pairs found when {root} was built (default leakage settings; the guard needs "
+                 "the images, which the records hold but do not rescan).")
+  elif config.leakage.check or cfg.group_by:
     usable = [r for r in rows if r.split != "skipped"]
     lcfg = config.leakage.copy_and_resolve_references()
     if cfg.group_by == "duplicates" and not config.leakage.check:

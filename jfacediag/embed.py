@@ -55,7 +55,7 @@ class Embedder:
       pad = np.zeros((self.batch,) + x.shape[1:], np.float32)
       pad[:len(x)] = x
       # Every process holds the whole batch; each puts the rows of its own devices (multi-process safe).
-      batch = jax.make_array_from_callback(pad.shape, sharding.batch_sharding(self.mesh), lambda idx: pad[idx])
+      batch = jax.make_array_from_callback(pad.shape, sharding.batch_sharding(self.mesh), lambda idx, pad=pad: pad[idx])
       out[i:i + len(x)] = np.asarray(jax.device_get(self._fn(self._vars, batch)))[:len(x)]
     return out
 

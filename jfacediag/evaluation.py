@@ -56,9 +56,11 @@ def evaluate(config, workdir, ds, outcome, method):
   if config.eval.metadata:
     meta = confounds.load(config.eval.metadata, [r.file for r in ds.rows])
     results["confounds"] = confounds.analyse(meta, ds.rows, classes, te_files, te_labels, scores.argmax(1))
-    for w in results["confounds"]["warnings"]:
-      progress.log(f"WARNING: confound: {w}")
-  results["warnings"] = warnings(config, ds, outcome, results)
+  aligned = dataset.alignment(ds.root, ds.rows, classes)
+  results["warnings"] = (warnings(config, ds, outcome, results)
+                         + [w.removeprefix("WARNING: ") for w in report.alignment_lines(aligned)
+                            if w.startswith("WARNING")]
+                         + [f"confound: {w}" for w in (results.get("confounds") or {}).get("warnings", [])])
   for w in results["warnings"]:
     progress.log(f"WARNING: {w}")
   if jax.process_index() == 0:
@@ -68,10 +70,7 @@ def evaluate(config, workdir, ds, outcome, method):
                "init_checkpoint": config.init.checkpoint if spec else "none (no network)", "split_counts": ds.counts,
                "preprocessing": pp.to_dict() if pp else None, "data_dir": ds.root, "paper_row": config.eval.paper_row,
                "input_size": pp.input_size if pp else None}
-    summary["alignment"] = dataset.alignment(ds.root, ds.rows, classes)
-    for line in report.alignment_lines(summary["alignment"]):
-      if line.startswith("WARNING"):
-        progress.log(line)
+    summary["alignment"] = aligned
     if spec and spec.members:
       summary["ensemble"] = ensemble.facts(spec, [c.strip() for c in config.init.checkpoint.split(",") if c.strip()])
     report.write(workdir, results, te_files, te_labels, scores, classes, metric_writer.read_history(workdir),

@@ -46,7 +46,7 @@ def _macs(jaxpr):
   return total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def forward_cost(backbone, size, num_classes=2):
   """{"macs", "xla_flops"} per image of backbone + a `num_classes` head at size x size (abstract shapes only)."""
   model = classifier.Classifier(models.get(backbone).make(), num_classes)

@@ -322,7 +322,7 @@ def pair_verification(embs, groups):
     raise ValueError("--pairs needs pairs both within and across groups")
   fpr, tpr, _ = skm.roc_curve(same, s)
   tar = {f"tar_at_far_{far:g}": float(np.interp(far, fpr, tpr)) for far in (1e-2, 1e-3)}
-  return {"pairs": int(len(s)), "same_group_pairs": int(same.sum()), "roc_auc": float(skm.roc_auc_score(same, s)),
+  return {"pairs": len(s), "same_group_pairs": int(same.sum()), "roc_auc": float(skm.roc_auc_score(same, s)),
           **tar}
 
 

@@ -71,7 +71,7 @@ def compute(y, scores, classes, score_type, bootstrap=1000, seed=0, positive=1):
 
   correct = int((pred == y).sum())
   out = {
-      "num_test": int(len(y)), "classes": list(classes), "score_type": score_type,
+      "num_test": len(y), "classes": list(classes), "score_type": score_type,
       # Accuracy of always answering the largest test class: the floor any result must clear.
       "majority_rate": float(np.bincount(y, minlength=k).max() / len(y)) if len(y) else None,
       "accuracy": {**val("accuracy"), "clopper_pearson95": clopper_pearson(correct, len(y))},

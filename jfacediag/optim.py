@@ -7,7 +7,7 @@ import optax
 
 def schedule(cfg, steps_per_epoch, total_steps):
   """Linear warmup over cfg.warmup_epochs, then constant or cosine decay to 0 at total_steps."""
-  warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps)
+  warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps)
   if cfg.schedule == "constant":
     after = optax.constant_schedule(cfg.lr)
   elif cfg.schedule == "cosine":

@@ -43,7 +43,7 @@ from PIL import Image
 from jfacediag import calibration as calibration_lib, checkpointing, cli_front, explain, fileio, models, progress
 from jfacediag import cpu, methods, rundir, sharding, steps
 from jfacediag.align import styles
-from jfacediag.data import aligned_folder, images, pipeline, splits
+from jfacediag.data import aligned_folder, images, pipeline, records, splits
 from jfacediag.methods import finetune
 from jfacediag.models import classifier, ensemble
 from jfacediag.models.preprocessing import Preprocessing
@@ -259,6 +259,11 @@ def flag_far_rows(run, rows, batch):
   than 95% of the training images are from their nearest other training image; or, for aligned data, the
   detector's verdict against the predicted class's training images (a face found where 90% of them had none, or
   none where 90% had one). The probabilities of such a photo say nothing about it. Returns the references used."""
+  if records.is_records(run.data_dir):
+    progress.log(f"WARNING: the run read records ({run.data_dir}); the far-from-training check reads training images "
+                 "from a folder and is not made for records yet: no photo is flagged far_from_training, whatever it "
+                 "is. Train on the aligned folder for this check.")
+    return None
   split_rows, _, _ = splits.read(run.dir)
   train = [os.path.join(run.data_dir, r.file) for r in split_rows if r.split == "train"]
   readable = [r for r in rows if not r["error"]]
@@ -457,6 +462,9 @@ def run_cli(args):
     picked = [x for x in split_rows if x.split == args.explain_split]
     if not picked:
       raise ValueError(f"{run.dir} has no {args.explain_split} split to explain")
+    if records.is_records(run.data_dir):
+      raise ValueError(f"--explain-split reads the run's photos from a folder; this run read records "
+                       f"({run.data_dir}): point --images at the aligned folder's {args.explain_split} photos instead")
     landmarks = None  # The split's crops were aligned onto the template: its points are their landmarks.
     if run.style in ("arcface112", "paper"):
       c = run.crop_size

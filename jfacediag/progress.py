@@ -31,7 +31,7 @@ def bar(iterable=None, total=None, desc="", unit="it", disable=False, initial=0,
 
 
 def _duration(s):
-  s = int(round(s))
+  s = round(s)
   return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 

@@ -1,6 +1,5 @@
 """WORKDIR/report/: metrics.json, predictions.csv, confusion_matrix.png, curves.png, roc.png (2 classes), report.md;
 and for a multi-method run WORKDIR/report.md + comparison.json (`write_comparison`)."""
-import argparse
 import csv
 import os
 import sys
@@ -215,6 +214,9 @@ def write_comparison(workdir, results, config):
     md.append(f"| {methods.get(m).LABEL} | {_fmt(r['accuracy'])} | [{100 * cp[0]:.1f}, {100 * cp[1]:.1f}] | {auc} | "
               f"{_fmt(r['macro_f1'])} | {r['num_test']} | {100 * r['majority_rate']:.1f} | [{m}]({r['report']}) |")
   md += ["", "Intervals that overlap do not separate the methods. This is a research tool, not a medical device."]
+  warned = [(m, w) for m, r in results.items() for w in r.get("warnings", [])]
+  if warned:
+    md[2:2] = [f"**WARNING ({methods.get(m).LABEL}): {w}**" for m, w in warned] + [""]
   with fileio.open(os.path.join(workdir, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
 

@@ -64,11 +64,11 @@ def acquire(directory, what="workdir"):
         continue
       if not owner:  # Being written right now, or torn: treat as held.
         raise Locked(f"{directory} is locked by another run ({path} is being written); wait, or delete it if no "
-                     "run uses this directory")
+                     "run uses this directory") from None
       where = ("this machine" if owner.get("host") == socket.gethostname() else f"host {owner.get('host')}")
       raise Locked(f"{directory} is in use by another jfacediag run: pid {owner.get('pid')} on {where}, started "
                    f"{owner.get('started')} ({owner.get('command', '?')}). Wait for it, use another {what}, or delete "
-                   f"{path} if that run is gone")
+                   f"{path} if that run is gone") from None
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       json.dump(_owner(), f)
     atexit.register(release, path)

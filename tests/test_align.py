@@ -148,7 +148,7 @@ def test_huge_photo_is_downscaled_for_detection_and_cropped_from_the_original(tm
   canvas[:, 1000:5000] = big
   faces = detectors.make("yunet", max_side=1280).detect(canvas)
   assert len(faces) == 1
-  crop, m = styles.align(canvas, faces[0], "arcface112")
+  _crop, m = styles.align(canvas, faces[0], "arcface112")
   eyes = faces[0].landmarks[:2] @ m[:, :2].T + m[:, 2]
   assert np.linalg.norm(eyes - styles.ARCFACE_TEMPLATE[:2], axis=1).max() < 4.5
   assert faces[0].box[0] > 1000 + 178 * 7  # Coordinates are in the original's pixels.

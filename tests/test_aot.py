@@ -2,6 +2,7 @@
 figures and JSON, a batch that cannot split refused before compiling, an oversized one refused with the figures,
 and the target (not the host) choosing the code path: no CPU form of a layer reaches a TPU program."""
 import json
+import os
 import subprocess
 import sys
 
@@ -108,3 +109,19 @@ def test_the_command_writes_json_and_refuses_a_step_that_does_not_fit(tmp_path):
   r = subprocess.run([sys.executable, "-m", "jfacediag.aot", "--config", "configs/toy.py", "--topology", "v9x:2x2"],
                      cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
   assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --topology 'v9x:2x2'")
+
+
+def test_a_compiler_crash_ends_in_one_line_and_keeps_its_log(capsys):
+  """libtpu 0.0.42 segfaults compiling iResNet for v6e (docs/tpu.md): the pre-flight's child process dies by a
+  signal, and the parent says so in one line, exit status 1, with the crash log kept."""
+  crash = [sys.executable, "-c", "import os, signal, sys; print('compiling'); sys.stderr.write('Fatal Python error: "
+           "Segmentation fault\\n  a dump\\n'); sys.stderr.flush(); os.kill(os.getpid(), signal.SIGSEGV)"]
+  assert aot.guarded(crash, subprocess_env(), "configs/x.py for v6e:2x4") == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: the TPU compiler crashed (SIGSEGV) while compiling configs/x.py "
+                                             "for v6e:2x4: a fault of libtpu, not a misfit")
+  log = err[0].split("crash log: ")[1].split(")")[0]
+  assert "a dump" in open(log, encoding="utf-8").read()
+  os.remove(log)
+  ok = [sys.executable, "-c", "import sys; sys.stderr.write('a warning\\n'); sys.exit(0)"]
+  assert aot.guarded(ok, subprocess_env(), "x") == 0 and capsys.readouterr().err == "a warning\n"

@@ -81,7 +81,8 @@ def test_argparse_tools_take_both_spellings():
 
 @pytest.mark.parametrize("module, typo, says", [
     ("jfacediag.predict", ["--run", "r", "--imgaes", "a.jpg"], "did you mean --images for --imgaes?"),
-    ("jfacediag.match", ["--gallery", "g", "--out", "o", "--embeders", "x"], "did you mean --embedders for --embeders?"),
+    ("jfacediag.match", ["--gallery", "g", "--out", "o", "--embeders", "x"],
+     "did you mean --embedders for --embeders?"),
     ("jfacediag.align.cli", ["--src", "a", "--dst", "b", "--stlye", "arcface112"], "did you mean --style"),
     ("jfacediag.embed", ["--weights", "w", "--images", "i", "--out", "o.npz", "--tta=flip"], "unrecognized arguments"),
     ("jfacediag.report", ["--workdirs"], "--help lists the flags"),
@@ -96,7 +97,8 @@ def test_argparse_mistakes_are_one_line_with_the_closest_flag(module, typo, says
 
 
 def test_every_config_file_loads_and_names_its_command():
-  import glob, importlib.util  # pylint: disable=g-import-not-at-top,multiple-imports
+  import glob
+  import importlib.util  # pylint: disable=g-import-not-at-top,multiple-imports
   files = sorted(glob.glob(f"{REPO}/configs/**/*.py", recursive=True))
   assert files
   for path in files:
@@ -109,7 +111,9 @@ def test_every_config_file_loads_and_names_its_command():
 
 
 def test_dsf_configs_cover_every_row_of_tables_3_to_6():
-  import glob, importlib.util, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  import glob
+  import importlib.util
+  import os  # pylint: disable=g-import-not-at-top,multiple-imports
   from jfacediag import models, paper  # pylint: disable=g-import-not-at-top
   files = {os.path.basename(p)[:-3]: p for p in glob.glob(f"{REPO}/configs/dsf/*.py")}
   assert set(files) == set(paper.ROWS)

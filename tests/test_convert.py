@@ -178,7 +178,7 @@ def test_verify_catches_the_wrong_resnet_variant(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_converted_backbone_trains_in_the_spine(toy_dir, tmp_path):
-  arch, _ = _save_random("resnet18", tmp_path / "w.pth")
+  _arch, _ = _save_random("resnet18", tmp_path / "w.pth")
   assert cli.main(["--arch", "resnet18", "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "weights")]) == 0
   cfg = small_config(toy_dir, epochs=0.2, **{"model.backbone": "resnet18", "init.checkpoint": str(tmp_path / "weights"),
                                             "eval.bootstrap": 0})

@@ -19,7 +19,7 @@ def data_cfg(**kw):
 
 # == images ============================================================================================================
 def test_load_rgb_handles_every_awkward_file(tmp_path):
-  unreadable, readable = badfiles.write_all(str(tmp_path))
+  _unreadable, readable = badfiles.write_all(str(tmp_path))
   for name, reason in badfiles.UNREADABLE.items():
     with pytest.raises(images.UnreadableImage, match=reason):
       images.load_rgb(str(tmp_path / name))
@@ -52,7 +52,7 @@ def test_scan_reports_unreadable_images_and_counts_non_image_files(tmp_path, cap
   assert set(skipped) == {f"a_circle/{n}" for n in badfiles.UNREADABLE}  # Unreadable images, not the README.
   assert len(rows) == 10 + len(badfiles.UNREADABLE) + len(badfiles.READABLE)
   out = capsys.readouterr()
-  line = [l for l in (out.out + out.err).splitlines() if l.startswith("Ignored")]
+  line = [s for s in (out.out + out.err).splitlines() if s.startswith("Ignored")]
   assert line == ["Ignored 2 file(s) in the class folders that are not images by their extension: "
                   "b_square/README.md, b_square/notes.txt."]
 

@@ -74,7 +74,8 @@ def test_members_are_averaged_or_joined_and_resized_to_their_own_input():
   spec2 = ensemble.make_spec([("sface", get_backbone("sface").preprocessing)] * 2, "mean")
   m2 = classifier.Classifier(spec2.make(), 2)
   x = jnp.zeros((2, 112, 112, 3))
-  shape = lambda m: jax.eval_shape(lambda x: m.init_with_output(jax.random.PRNGKey(0), x, method=m.features)[0], x)
+  def shape(m):
+    return jax.eval_shape(lambda x: m.init_with_output(jax.random.PRNGKey(0), x, method=m.features)[0], x)
   assert shape(m2).shape == (2, 128)
   spec3 = ensemble.make_spec([("sface", get_backbone("sface").preprocessing), ("resnet_tiny", TINY_PP.at_size(64))])
   m3 = classifier.Classifier(spec3.make(), 2)

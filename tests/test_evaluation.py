@@ -53,7 +53,7 @@ def test_prepare_gives_the_paper_split_and_reruns_identically(tmp_path, capsys):
   assert prepare.main(["--src", str(src), "--dst", str(tmp_path / "bin"), "--task", "binary"]) == 0
   assert sorted(os.listdir(tmp_path / "bin" / "train")) == ["beta_thalassemia", "healthy"]
   # The trainer reads the prepared folder as the paper's fixed split.
-  layout, classes, rows = splits.scan(str(tmp_path / "bin"), show_progress=False)
+  layout, _classes, rows = splits.scan(str(tmp_path / "bin"), show_progress=False)
   assert layout == "folders" and sum(r.split == "test" for r in rows) == 60
 
 

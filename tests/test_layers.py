@@ -81,7 +81,8 @@ def test_conv_has_nn_conv_parameters_and_the_switch_gives_the_plain_convolution(
   np.testing.assert_array_equal(ours["params"]["kernel"], flax_conv["params"]["kernel"])  # Same initialiser.
 
   def convolutions():  # In the weight gradient's program: the output and the weight gradient, or none (Winograd).
-    fn = lambda v, x: (layers.Conv(8, 3, 1, 1).apply(v, x) ** 2).sum()
+    def fn(v, x):
+      return (layers.Conv(8, 3, 1, 1).apply(v, x) ** 2).sum()
     return str(jax.make_jaxpr(jax.grad(fn))(ours, x)).count("conv_general_dilated[")
   assert convolutions() == 0
   assert cpu.compiler_options() == cpu.COMPILER_OPTIONS

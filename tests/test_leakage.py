@@ -323,6 +323,7 @@ def test_false_pairs_on_real_photos_of_different_children(tmp_path, monkeypatch)
   for r in rows:  # Each condition pair: calibrated on its own pairs; flagged near its expected count.
     assert r["source"] == "own pairs" and r["flagged"] <= 3 * r["expected_false"] + 3, r
   assert not ident["gestalt"]  # Autism shows no shared gestalt to SFace here (medians 0.169 / 0.196 / 0.176).
-  assert found["same_photo"]["max"] <= 15 and 15 <= found["same_photo"]["inliers"] < 30  # Its pairs of one photo: 78, 98.
+  # Its pairs of one photo: 78, 98.
+  assert found["same_photo"]["max"] <= 15 and 15 <= found["same_photo"]["inliers"] < 30
   assert found["across_classes"]["counts"] == {k: 0 for k in leakage.KINDS}
   assert "| autistic - autistic |" in "\n".join(leakage.report_md(leak))

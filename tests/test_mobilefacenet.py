@@ -36,7 +36,7 @@ def _parity(name, src, out):
 
 @pytest.mark.slow
 def test_xiaoccer_legacy_checkpoint_converts_and_matches(tmp_path):
-  model, sd = _random_state("mobilefacenet_112x96")
+  _model, sd = _random_state("mobilefacenet_112x96")
   src = tmp_path / "068.ckpt"  # Xiaoccer's train.py: torch.save({'epoch': epoch, 'net_state_dict': ...}, '%03d.ckpt').
   torch.save({"epoch": 68, "net_state_dict": sd}, src, _use_new_zipfile_serialization=False)
   with open(src, "rb") as f:
@@ -90,7 +90,8 @@ def test_112x96_crop_is_the_centre_of_the_arcface112_crop():
 def test_embed_takes_converted_mobilefacenet(tmp_path):
   model, sd = _random_state("mobilefacenet_112x96", seed=2)
   torch.save(sd, tmp_path / "w.pth")
-  assert cli.main(["--arch", "mobilefacenet_112x96", "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "w")]) == 0
+  argv = ["--arch", "mobilefacenet_112x96", "--src", str(tmp_path / "w.pth"), "--out", str(tmp_path / "w")]
+  assert cli.main(argv) == 0
   rng = np.random.default_rng(0)
   crops = rng.integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
   for i, c in enumerate(crops):

@@ -38,7 +38,7 @@ def test_resnet50_structure_matches_torchvision_names():
   assert p["layer1_0"]["downsample_conv"]["kernel"].shape == (1, 1, 64, 256)
   assert p["layer2_0"]["conv2"]["kernel"].shape == (3, 3, 128, 128)  # v1.5: stride sits on the 3x3 conv.
   assert "layer4_2" in p and "layer4_3" not in p
-  n = sum(np.prod(l.shape) for l in jax.tree.leaves(p))
+  n = sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(p))
   assert n == 23_508_032  # torchvision resnet50 without fc (25,557,032 - 2,049,000).
 
 

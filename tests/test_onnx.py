@@ -69,7 +69,8 @@ def _tiny_quantised_onnx(path, rng):
     init.append(helper.make_tensor(name, dtype, v.shape, v.flatten().tolist()))
     return name
 
-  f32 = lambda *shape, lo=-1, hi=1: rng.uniform(lo, hi, shape).astype(np.float32)
+  def f32(*shape, lo=-1, hi=1):
+    return rng.uniform(lo, hi, shape).astype(np.float32)
   add("mean", np.array(127.5, np.float32))
   add("scale", np.array(1 / 128, np.float32))
   add("wq", rng.integers(-127, 127, (4, 3, 3, 3)).astype(np.int8))

@@ -73,8 +73,38 @@ def test_two_processes_match_one_process_with_four_devices(toy_dir, tmp_path):
   assert r.returncode == 0 and "1 device(s) (cpu), 1 process(es)" in r.stdout, r.stderr[-3000:]
   assert "Resuming from step 9/9" in r.stdout
   after = (runs[2] / "report" / "predictions.csv").read_text()
-  scores = lambda text: np.array([[float(v) for v in l.split(",")[4:]] for l in text.splitlines()[1:]])  # noqa: E731
+  def scores(text):
+    return np.array([[float(v) for v in row.split(",")[4:]] for row in text.splitlines()[1:]])
   np.testing.assert_allclose(scores(after), scores(before), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_run_resumes_on_another_topology_and_continues_the_same_stream(toy_dir, tmp_path):
+  """Checkpointed on 2 devices at step 4, resumed on 4 devices, and on 2 processes x 2 devices: the losses of the
+  steps after the resume equal an uninterrupted 4-device run's (the global batch and the stream do not depend on
+  the devices)."""
+  port = 12900 + os.getpid() % 500
+
+  def launch(workdir, procs, devices, *extra):
+    r = subprocess.run(["bash", LAUNCH, "local", "--processes", str(procs), "--devices-per-process", str(devices),
+                        "--port", str(port), "--", *_train_flags(toy_dir, workdir), *extra],
+                       cwd=REPO, env=subprocess_env(PYTHON=sys.executable), capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert f"{procs * devices} device(s) (cpu), {procs} process(es)" in r.stdout
+    return r.stdout
+
+  reference = tmp_path / "reference"
+  launch(reference, 1, 4)
+  for name, (procs, devices) in {"four": (1, 4), "two_by_two": (2, 2)}.items():
+    workdir = tmp_path / name
+    launch(workdir, 1, 2, "--config.train.stop_after_steps=4")
+    out = launch(workdir, procs, devices)
+    assert "Resuming from step 4/9" in out
+    got, want = _history(workdir), _history(reference)
+    print(f"{name}: losses after the resume {np.round(got[4:], 5)}; uninterrupted on 4 devices {np.round(want[4:], 5)}")
+    assert len(got) == len(want) == 9
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
 def _dry(*args, env=None):
@@ -124,7 +154,7 @@ def test_launch_dry_run_prints_the_commands(tmp_path):
   r = _dry("local", "--processes", "2", "--devices-per-process", "2", "--", *train)
   lines = r.stdout.strip().splitlines()
   assert r.returncode == 0 and len(lines) == 2
-  assert all("XLA_FLAGS=--xla_force_host_platform_device_count=2" in l and "JAX_NUM_PROCESSES=2" in l for l in lines)
+  assert all("XLA_FLAGS=--xla_force_host_platform_device_count=2" in s and "JAX_NUM_PROCESSES=2" in s for s in lines)
 
 
 def test_launch_quotes_every_value_that_reaches_a_remote_shell(tmp_path):
@@ -194,7 +224,8 @@ def test_launch_slurm_writes_an_sbatch_script_with_one_process_per_gpu(tmp_path)
   srun = shlex.split(lines[-1])
   assert srun == ["srun", "--kill-on-bad-exit=1", "python", "-m", "jfacediag.train", "--config", "configs/demo.py",
                   "--workdir", "/shared/runs/a b;x", "--config.distributed=yes"]
-  assert not (tmp_path / "runs").exists() and not os.path.exists(os.path.join(REPO, "runs", "slurm", "jfacediag.sbatch"))
+  assert not (tmp_path / "runs").exists()
+  assert not os.path.exists(os.path.join(REPO, "runs", "slurm", "jfacediag.sbatch"))
   for args, says in ((["--nodes", "2", "--"], "no training flags"), (["--nodes", "x", "--", "--config", "c.py"],
                      "--nodes must be"), (["--", "--config", "c.py"], "--gpus-per-node must be"),
                      (["--gpus-per-node", "1", "--partition", "a;b", "--", "--config", "c.py"], "is not a partition"),
@@ -222,7 +253,8 @@ def test_the_slurm_script_starts_processes_that_join_one_mesh(toy_dir, tmp_path)
 while [[ $1 == --* ]]; do shift; done
 pids=()
 for ((i = 0; i < SLURM_NTASKS; i++)); do
-  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 "$@" > "$TASK_LOGS/task$i.log" 2>&1 &
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_STEP_NODELIST=localhost SLURM_STEP_NUM_NODES=1 "$@" \
+    > "$TASK_LOGS/task$i.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || exit 1; done

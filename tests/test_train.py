@@ -91,7 +91,8 @@ def test_resume_is_exact(toy_dir, tmp_path):
   assert step == total
   for a, b in zip(want, got):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
-  losses = lambda d: [h["train_loss"] for h in metric_writer.read_history(str(d)) if "train_loss" in h]
+  def losses(d):
+    return [h["train_loss"] for h in metric_writer.read_history(str(d)) if "train_loss" in h]
   np.testing.assert_allclose(losses(tmp_path / "straight"), losses(tmp_path / "resumed"), atol=1e-6)
 
 
@@ -178,7 +179,7 @@ def test_sigkill_early_mid_run_and_during_a_checkpoint_save_resumes_exactly(toy_
     wd = tmp_path / name
     proc = subprocess.Popen(_cli(wd, toy_dir, *flags), env=subprocess_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    assert _kill_when(proc, lambda: ready(wd)), f"{name}: the run ended before the kill point"
+    assert _kill_when(proc, lambda ready=ready, wd=wd: ready(wd)), f"{name}: the run ended before the kill point"
     run(wd)  # The same command again.
     step, got = final_params(wd)
     assert step == total, name
@@ -225,9 +226,9 @@ def test_bad_files_are_listed_and_readable_ones_used(tmp_path):
   assert sorted(s["file"] for s in m["skipped_files"]) == sorted(f"a_circle/{n}" for n in badfiles.UNREADABLE)
   manifest = (tmp_path / "wd" / "manifest.csv").read_text(encoding="utf-8")
   for name in badfiles.READABLE:
-    line = next(l for l in manifest.splitlines() if l.startswith(f"a_circle/{name},"))
+    line = next(r for r in manifest.splitlines() if r.startswith(f"a_circle/{name},"))
     assert line.split(",")[2] in ("train", "test"), line
-  assert result["num_test"] == sum(l.split(",")[2] == "test" for l in manifest.splitlines()[1:])
+  assert result["num_test"] == sum(r.split(",")[2] == "test" for r in manifest.splitlines()[1:])
   assert "truncated.jpg" in (tmp_path / "wd" / "report" / "report.md").read_text(encoding="utf-8")
 
 

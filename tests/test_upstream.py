@@ -213,7 +213,7 @@ def test_facenet160_equals_facenet_pytorch_extract_face(detect_face, ours, group
   faces = _faces(ours, img)
   edge = detectors.Face(np.array([-30.5, 700.2, 180.9, 890.7], np.float32), 1.0, np.zeros((5, 2), np.float32))
   for face in faces + [edge]:  # The last box leaves the photo: clipped as upstream clips it.
-    crop, m = styles.align(img, face, "facenet160")
+    crop, _m = styles.align(img, face, "facenet160")
     ref = detect_face.extract_face(Image.fromarray(img), face.box, 160, 32).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(crop, ref.astype(np.uint8))
     assert crop.shape == (160, 160, 3)

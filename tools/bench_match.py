@@ -41,7 +41,7 @@ def main(argv=None):
   t1 = time.perf_counter()
   found = 0
   for lo in range(0, a.probes, 256):
-    best, cent, sim = ranker.rank([p[lo:lo + 256] for p in probes])
+    best, _cent, sim = ranker.rank([p[lo:lo + 256] for p in probes])
     for k in range(len(best)):
       for j in np.argsort(-best[k])[:5]:
         found += len(ranker.nearest(sim[k], j))

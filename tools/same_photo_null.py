@@ -14,9 +14,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jfacediag import base_config  # noqa: E402  pylint: disable=g-import-not-at-top
-from jfacediag.data import images  # noqa: E402  pylint: disable=g-import-not-at-top
-from jfacediag.leakage import faces, same_photo  # noqa: E402  pylint: disable=g-import-not-at-top
+from jfacediag import base_config
+from jfacediag.data import images
+from jfacediag.leakage import faces, same_photo
 
 
 def parse(argv=None):

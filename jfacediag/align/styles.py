@@ -80,7 +80,7 @@ def _vggface2_crop(img, box, size):
   short, long = min(w, h), max(w, h)
   new_long = int(resize * long / short)
   nw, nh = (resize, new_long) if w <= h else (new_long, resize)
-  top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+  top, left = round((nh - size) / 2.0), round((nw - size) / 2.0)
   crop = np.asarray(loose.resize((nw, nh), Image.BILINEAR).crop((left, top, left + size, top + size)))
   sx, sy = nw / w, nh / h
   return crop, np.array([[sx, 0, -b[0] * sx - left], [0, sy, -b[1] * sy - top]])

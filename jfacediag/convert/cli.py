@@ -48,7 +48,8 @@ def _fitting(state_dict, exclude):
 def parse(argv):
   ap = cli_front.ArgumentParser(prog="convert_weights.py", description=__doc__, epilog=_epilog(),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--arch", required=True, choices=sorted(models.convertible()), metavar="ARCH", help="see the list below")
+  ap.add_argument("--arch", required=True, choices=sorted(models.convertible()), metavar="ARCH",
+                  help="see the list below")
   ap.add_argument("--src", required=True,
                   help=".pth/.pt/.ckpt (zip or legacy), .safetensors, a numpy .pkl/.npy, or .onnx (sface, iresnet*)")
   ap.add_argument("--out", required=True, help="output weights directory")
@@ -83,7 +84,8 @@ def run(args):
   t_convert = time.perf_counter() - t0
   hint = ""
   if arch.classes and info["upstream_classes"] and info["upstream_classes"] not in arch.classes:
-    others = [a.name for a in models.convertible().values() if info["upstream_classes"] in a.classes and _fits(a, state_dict)]
+    others = [a.name for a in models.convertible().values()
+              if info["upstream_classes"] in a.classes and _fits(a, state_dict)]
     hint = (f"The checkpoint's classifier has {info['upstream_classes']} outputs; published {arch.name} weights have "
             f"{list(arch.classes)}. Same key names do not mean the same network"
             + (f": this looks like {' or '.join(others)} (--arch {others[0]})." if others else "."))

@@ -37,7 +37,7 @@ def dequantize(q, scale, zero_point=None, axis=1, block_size=0):
   q = np.asarray(q).astype(np.float32)
   scale = np.asarray(scale, np.float32)
   zp = np.zeros_like(scale) if zero_point is None else np.asarray(zero_point).astype(np.float32)
-  if scale.ndim == 0 or scale.size == 1 and q.ndim != scale.ndim:
+  if scale.ndim == 0 or (scale.size == 1 and q.ndim != scale.ndim):
     return (q - zp.reshape(())) * scale.reshape(())
   axis = axis % q.ndim
   if block_size:
@@ -143,10 +143,10 @@ def read_graph(path):
     params = [i for i in ins if i in const]
 
     def take(name):
-      used.update(origin.get(name, set()))
+      used.update(origin.get(name, set()))  # noqa: B023  (called in this iteration only; `used` is one set)
       return np.asarray(const[name], np.float32)
 
-    def add(kind, tensors):
+    def add(kind, tensors, node=node, ins=ins):
       layers.append(Layer(kind, node.name or node.output[0], tensors, ins[0], node.output[0]))
 
     if node.op_type == "Conv":

@@ -56,7 +56,7 @@ def _npy(path):
     if read_header is None:
       raise MalformedCheckpoint(f"{path}: .npy format version {version} is not supported (1.0 and 2.0 are)")
     shape, _, dtype = read_header(f)
-    if dtype != object:
+    if dtype.kind != "O":
       raise MalformedCheckpoint(f"{path} holds one {dtype} array of shape {shape}, not named tensors: save a dict "
                                 "instead (np.savez(path, **state_dict) or torch.save(state_dict, path))")
     obj = _ArraysOnly(f, encoding="latin1").load()
@@ -131,7 +131,7 @@ def _torch(path):
   except pickle.UnpicklingError as e:
     msg = str(e)
     # weights_only's own refusals name the global or the opcode it will not run; anything else is a broken file.
-    if "Unsupported global" in msg or "Unsupported operand" in msg or "GLOBAL" in msg and "not an allowed" in msg:
+    if "Unsupported global" in msg or "Unsupported operand" in msg or ("GLOBAL" in msg and "not an allowed" in msg):
       line = next((x.strip() for x in msg.splitlines() if "Unsupported" in x), msg.splitlines()[0])
       raise UnsafeCheckpoint(f"torch.load(weights_only=True) refused {path}: {line} (the file holds more than "
                              "tensors; jfacediag never loads such files)") from e

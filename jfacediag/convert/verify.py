@@ -1,5 +1,4 @@
 """--verify: the PyTorch reference and the Flax module, same weights, eval mode, same inputs, max differences."""
-import jax
 import numpy as np
 
 from jfacediag import cpu

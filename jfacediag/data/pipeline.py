@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-from jfacediag.data import images
+from jfacediag.data import images, records
 from jfacediag.tf_import import tf
 
 
@@ -119,13 +119,16 @@ def train_batches(root, files, labels, pp, cfg, global_batch, seed, start_step, 
   b, mine = _process_slice(global_batch)
   if num_steps <= 0:  # A finished run, resumed to re-evaluate.
     return iter(())
+  if root and records.is_records(root):  # TFRecord shards: a block-shuffled stream, decoded by TensorFlow.
+    return records.train_batches(root, files, labels, global_batch, seed, start_step, num_steps,
+                                 _train_transform(pp, cfg, seed), mine, b, cfg.prefetch).as_numpy_iterator()
   file_idx, sample_idx = train_sample_order(len(files), global_batch, seed, start_step, num_steps)
   file_idx, sample_idx = file_idx[:, mine].reshape(-1), sample_idx[:, mine].reshape(-1)
   tf_ = tf()
   paths = np.array([os.fsencode(f) for f in files], dtype=object)
   ds = tf_.data.Dataset.from_tensor_slices((paths[file_idx], labels[file_idx], sample_idx.astype(np.int64)))
   decode, transform = _decode(root), _train_transform(pp, cfg, seed)
-  ds = ds.map(lambda p, l, s: {"image": transform(tf_.cast(decode(p), tf_.float32), s), "label": l},
+  ds = ds.map(lambda p, y, s: {"image": transform(tf_.cast(decode(p), tf_.float32), s), "label": y},
               num_parallel_calls=tf_.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(b, drop_remainder=True).prefetch(cfg.prefetch)
   return ds.as_numpy_iterator()
@@ -144,14 +147,18 @@ def eval_batches(root, files, labels, pp, global_batch, prefetch=2):
   index[:n] = np.arange(n)
   index = index.reshape(steps, global_batch)[:, mine].reshape(-1)
   tf_ = tf()
+  if root and records.is_records(root):
+    blank = tf_.zeros([pp.input_size, pp.input_size, 3], tf_.uint8)
+    return steps, records.eval_batches(root, files, labels, index, b, _eval_transform(pp), blank,
+                                       prefetch).as_numpy_iterator()
   paths = np.array([os.fsencode(f) for f in files], dtype=object)
   safe = np.maximum(index, 0)
   ds = tf_.data.Dataset.from_tensor_slices((paths[safe], labels[safe], index))
   decode, transform = _decode(root), _eval_transform(pp)
   blank = tf_.zeros([pp.input_size, pp.input_size, 3], tf_.uint8)  # Padding rows are never decoded.
-  ds = ds.map(lambda p, l, i: {"image": transform(tf_.cast(tf_.cond(i >= 0, lambda: decode(p), lambda: blank),
+  ds = ds.map(lambda p, y, i: {"image": transform(tf_.cast(tf_.cond(i >= 0, lambda: decode(p), lambda: blank),
                                                            tf_.float32)),
-                               "label": l, "index": i, "mask": tf_.cast(i >= 0, tf_.float32)},
+                               "label": y, "index": i, "mask": tf_.cast(i >= 0, tf_.float32)},
               num_parallel_calls=tf_.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(b).prefetch(prefetch)
   return steps, ds.as_numpy_iterator()

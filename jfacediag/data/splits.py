@@ -15,7 +15,7 @@ import numpy as np
 from sklearn import model_selection
 
 from jfacediag import fileio, progress
-from jfacediag.data import images
+from jfacediag.data import images, records
 
 SPLIT_FOLDERS = ("train", "val", "test")
 MANIFEST = "manifest.csv"
@@ -93,7 +93,9 @@ def scan(root, classes=None, show_progress=True):
 
 
 def layout_of(root):
-  """"folders" when `root` holds train/ and test/ subfolders, else "flat"."""
+  """"folders" when `root` holds train/ and test/ subfolders, else "flat"; a records dataset keeps its folder's."""
+  if records.is_records(root):
+    return records.read_index(root)["layout"]
   return "folders" if all(os.path.isdir(os.path.join(root, s)) for s in ("train", "test")) else "flat"
 
 
@@ -156,12 +158,12 @@ def _per_class(usable, classes, cfg, rng, group_of):
 def _fraction(usable, classes, cfg, rng, group_of):
   for cls in classes:
     members = [r for r in usable if r.class_name == cls]
-    n_test = int(round(cfg.test_fraction * len(members)))
+    n_test = round(cfg.test_fraction * len(members))
     if not 0 < n_test < len(members):
       raise ValueError(f"class {cls!r}: test_fraction={cfg.test_fraction} of {len(members)} images gives "
                        f"{n_test} test images; need at least 1 in each of train and test")
   units = _units(usable, group_of)
-  target = {c: int(round(cfg.test_fraction * sum(r.class_name == c for r in usable))) for c in classes}
+  target = {c: round(cfg.test_fraction * sum(r.class_name == c for r in usable)) for c in classes}
   count = {c: 0 for c in classes}
   for i in rng.permutation(len(units)):
     cls = units[i][0].class_name
@@ -236,7 +238,7 @@ def assign(rows, classes, layout, cfg, group_of=None):
     vrng = np.random.default_rng([cfg.split_seed, 1])
     for cls in classes:
       members = [r for r in usable if r.class_name == cls and r.split == "train"]
-      n_val = max(1, int(round(cfg.val_fraction * len(members))))
+      n_val = max(1, round(cfg.val_fraction * len(members)))
       if n_val >= len(members):
         raise ValueError(f"class {cls!r}: val_fraction={cfg.val_fraction} leaves no training image "
                          f"({len(members)} in train)")

@@ -20,7 +20,8 @@ class Faces:
     self.template = bool(aligned) and aligned["style"] in ("arcface112", "paper")
     self.landmarks = {}
     if self.template:
-      self.fallback = {r["output"] for r in aligned_folder.read_rows(root, aligned_folder.MANIFEST) if r.get("fallback")}
+      rows = aligned_folder.read_rows(root, aligned_folder.MANIFEST)
+      self.fallback = {r["output"] for r in rows if r.get("fallback")}
       self.how = f"the {aligned['style']} crops jfacediag.align wrote (no second detection)"
       self.no_face_reason = "a centre-crop fallback of jfacediag.align: no face was found in the photo"
     else:

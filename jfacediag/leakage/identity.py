@@ -26,7 +26,7 @@ def calibrate(sample, rate, model_threshold=None):
   same-person pairs barely move; the threshold is the cosine above which a fraction `rate` of impostor pairs lies,
   or the embedder's own verification threshold when that is higher."""
   sample = np.asarray(sample, np.float64)
-  fit = {"false_match_rate": rate, "model_threshold": model_threshold, "pairs_sampled": int(len(sample))}
+  fit = {"false_match_rate": rate, "model_threshold": model_threshold, "pairs_sampled": len(sample)}
   if len(sample) < MIN_CALIBRATION_PAIRS:
     if model_threshold is None:
       raise ValueError(f"{len(sample)} face pairs are too few to calibrate an identity threshold (need "

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from jfacediag import fileio
-from jfacediag.data import images
+from jfacediag.data import images, records
 
 KINDS = ("exact", "near", "same_photo", "same_person")  # Strongest first.
 LEAKAGE_FILE = "leakage.json"
@@ -57,7 +57,8 @@ def upgrade(leak):
   return {"files": leak.get("files", 0), "settings": {}, "identity": None, "no_face": len(leak.get("no_face", [])),
           "no_face_examples": leak.get("no_face", [])[:10], "no_face_reason": "", "group_by": leak.get("group_by", ""),
           "pairs": _count(leak.get("pairs", [])), "cross_split": _count(leak["cross_split"]),
-          "top_cross_split": most_alarming(leak["cross_split"], 20), "top_pairs": most_alarming(leak.get("pairs", []), 20),
+          "top_cross_split": most_alarming(leak["cross_split"], 20),
+          "top_pairs": most_alarming(leak.get("pairs", []), 20),
           "pairs_file": LEAKAGE_FILE, "sheet_file": "(none: written by an older release)"}
 
 
@@ -87,9 +88,12 @@ def contact_sheet(root, pairs, path, what, side=112):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+  stored = records.read_images(root, sorted({p[k] for p in pairs for k in ("a", "b")})) if records.is_records(
+      root) else None
+
   def square(f):
     try:
-      img = images.load_rgb(os.path.join(root, f))
+      img = stored[f] if stored is not None else images.load_rgb(os.path.join(root, f))
     except images.UnreadableImage:
       return np.zeros((side, side, 3), np.uint8)
     s = side / max(img.shape[:2])

@@ -105,7 +105,7 @@ def calibrate(null, rate, floor):
   an exponential's lower 90% average), so that a few labelling errors among the null (one photo filed under two
   classes: hundreds of inliers) do not raise it."""
   null = np.asarray(null, np.float64)
-  fit = {"null_pairs": int(len(null)), "floor": int(floor), "false_match_rate": rate}
+  fit = {"null_pairs": len(null), "floor": int(floor), "false_match_rate": rate}
   if len(null) < MIN_NULL_PAIRS:
     return {**fit, "inliers": int(floor), "fitted": None, "median": None, "max": None,
             "source": f"leakage.same_photo_inliers ({floor}): {len(null)} pairs that cannot be one photo are too "

@@ -76,7 +76,7 @@ def train(config, workdir, ds, net, mesh, scores):
   train_step = steps.make_train_step(model, tx, mesh, num_classes, config.optim.label_smoothing,
                                      not config.model.freeze_bn_stats, lr, dtype)
   writer = metric_writer.MetricWriter(workdir, resume_step=start)
-  eval_every = max(1, int(round(cfg.eval_every_epochs * steps_per_epoch)))
+  eval_every = max(1, round(cfg.eval_every_epochs * steps_per_epoch))
 
   # SIGTERM (preemption) and SIGINT (Ctrl-C) finish the step, save a checkpoint and stop; a second Ctrl-C
   # interrupts at once (the work since the last checkpoint is then lost).

@@ -7,7 +7,7 @@ trained on, its verification threshold, and how the converter maps upstream PyTo
 import dataclasses
 import importlib
 import re
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from jfacediag.models.preprocessing import Preprocessing
 
@@ -36,9 +36,9 @@ class Backbone:
   cam_layer: str = ""  # The last convolutional block (module path inside the backbone), for Grad-CAM.
   members: tuple = ()  # An ensemble's (arch, Preprocessing) per member (models/ensemble.py); () for one network.
   # Cosine at which the embedder's authors call two adult faces the same person (None = they publish none).
-  verification_threshold: Optional[float] = None
+  verification_threshold: float | None = None
   # == Conversion (jfacediag.convert) ==
-  torch_ref: Optional[Callable] = None  # (num_classes) -> PyTorch reference module; `reference(...)` builds one.
+  torch_ref: Callable | None = None  # (num_classes) -> PyTorch reference module; `reference(...)` builds one.
   rename: tuple = ()  # (regex, replacement) on the "/"-joined Flax module path, before "/" -> ".".
   nchw: dict = dataclasses.field(default_factory=dict)  # Flax Dense path -> (C, H, W) of the torch flatten.
   head: str = ""  # Torch prefix of the upstream classifier on the features ("" = none).

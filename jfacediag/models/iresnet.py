@@ -5,7 +5,7 @@ the second), BN, + shortcut, no activation after the add; head BN2d -> flatten -
 (`features`). The torch flatten is NCHW: the converter permutes fc's kernel rows. `__call__` returns the output of
 `features` (not L2-normalised). BN eps 1e-5.
 """
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 

@@ -333,7 +333,7 @@ def _pooled_max_fwd(x, k, s, padding, size):
 
 def _pooled_max_bwd(k, s, padding, size, first, g):
   (pt, _), (pl, _) = padding
-  n, ho, wo, c = g.shape
+  _, ho, wo, _ = g.shape
   hp, wp = s * (ho - 1) + k, s * (wo - 1) + k  # The padded rows and columns some window reads.
   zero = jnp.zeros((), g.dtype)
   dx = 0

@@ -20,7 +20,7 @@ by BatchNorm (eps 1e-5) and, except the projections, the GDC and the embedding, 
 
 Flax module names follow TreB1eN; the converter maps Xiaoccer's `blocks.N.conv.K` Sequential indices onto them.
 """
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -29,7 +29,7 @@ class Preprocessing:
     """The same preprocessing for another input side, keeping the resize/crop ratio (256/224 stays 8/7)."""
     if not input_size or input_size == self.input_size:
       return self
-    resize = int(round(input_size * self.resize_size / self.input_size))
+    resize = round(input_size * self.resize_size / self.input_size)
     return dataclasses.replace(self, input_size=input_size, resize_size=resize)
 
   def for_crops(self):

@@ -10,7 +10,7 @@ feature layer: the globally average-pooled output of the last stage (2048-d for 
 convs are layers.PointwiseConv (a matrix product) and the others layers.Conv (Winograd for the stride-1 3x3 ones),
 with nn.Conv's parameters: XLA:CPU trains them much faster (layers.py).
 """
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

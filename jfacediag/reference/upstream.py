@@ -172,5 +172,5 @@ def torchvision_resize_centre_crop(img, resize=256, crop=224):
   new_short, new_long = resize, int(resize * long / short)  # _compute_resized_output_size
   new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
   img = img.resize((new_w, new_h), Image.BILINEAR)  # functional_pil.resize
-  top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))  # center_crop
+  top, left = round((new_h - crop) / 2.0), round((new_w - crop) / 2.0)  # center_crop
   return img.crop((left, top, left + crop, top + crop))

@@ -1,0 +1,201 @@
+"""Aligned faces as a TFDS dataset of sharded TFRecord files, read by tf.data ops only (no Python per image).
+
+  python -m jfacediag.build --src ALIGNED --out DIR       # DIR local, gs:// or ram://
+  python -m jfacediag.train --config configs/own.py:data=DIR   # a records dataset is a data.dir like a folder
+
+DIR holds what `tfds.builder_from_directory(DIR)` loads (dataset_info.json, features.json and the shards
+`jfacediag_faces-faces.tfrecord-NNNNN-of-MMMMM`: one split, `faces`, of examples {image: the aligned PNG as written by
+jfacediag.align, label, file, group, fallback}), and beside it:
+- `jfacediag.json`: the classes, the alignment style, and the index: every record's file name, class, shard and
+  position in its shard (so that a run splits, checks and reports a records dataset exactly as the folder);
+- the aligned folder's own `align.json` and `manifest.csv` (alignment settings, centre-crop fallbacks);
+- `leakage_cache.json.gz`: the leakage guard's pairs, found once at build time (the guard needs the images).
+
+The training stream is a pure function of the step, as for a folder, but its order is a block shuffle (as TFDS's
+`shuffle_files` with a per-shard shuffle): epoch e visits the shards holding training records in a permutation
+seeded by (seed, e), and each shard's training records in a permutation seeded by (seed, e, shard). A shard is read
+once per epoch, whole, and only the records of this process's rows of each global batch are decoded. The builder
+shuffles the records across shards (seeded), so each shard is a random sample of the data.
+"""
+import dataclasses
+import functools
+import gzip
+import json
+import math
+import os
+
+import numpy as np
+
+from jfacediag import fileio
+from jfacediag.tf_import import tf
+
+INDEX = "jfacediag.json"
+NAME = "jfacediag_faces"
+SPLIT = "faces"  # Not "all": TFDS reads that as the union of every split.
+VERSION = 1
+
+
+def is_records(root):
+  """True when `root` is a dataset written by jfacediag.build."""
+  path = os.path.join(root, INDEX)
+  return fileio.exists(path) and json.loads(fileio.read_text(path)).get("kind") == "jfacediag.records"
+
+
+@functools.lru_cache(maxsize=8)
+def read_index(root):
+  """The dataset's jfacediag.json: {"classes", "layout", "style", "size", "shards": [file names], "shard_lengths",
+  "records": [[file, class, shard, position, group, fallback, folder split], ...], "rows": the folder's manifest
+  rows in its scan order, [[file, class, split, reason]], "skipped": [[file, class, reason]], "leakage": whether
+  the guard's pairs were found}."""
+  index = json.loads(fileio.read_text(os.path.join(root, INDEX)))
+  if index.get("version") != VERSION:
+    raise ValueError(f"{root} was written by another jfacediag.build (version {index.get('version')}; this "
+                     f"release reads {VERSION}): build it again")
+  return index
+
+
+def feature_spec():
+  tf_ = tf()
+  return {"image": tf_.io.FixedLenFeature([], tf_.string), "label": tf_.io.FixedLenFeature([], tf_.int64),
+          "file": tf_.io.FixedLenFeature([], tf_.string), "group": tf_.io.FixedLenFeature([], tf_.int64),
+          "fallback": tf_.io.FixedLenFeature([], tf_.int64)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Located:
+  """Where each of a list of files lies: shard number and position in it, numpy arrays."""
+  shard: np.ndarray
+  position: np.ndarray
+
+
+def locate(root, files):
+  index = read_index(root)
+  where = {r[0]: (r[2], r[3]) for r in index["records"]}
+  missing = [f for f in files if f not in where]
+  if missing:
+    raise ValueError(f"{len(missing)} file(s) of the split are not in the records at {root} (e.g. {missing[0]}): "
+                     "the manifest belongs to another dataset")
+  loc = np.array([where[f] for f in files], np.int64).reshape(-1, 2)
+  return Located(loc[:, 0], loc[:, 1])
+
+
+def stream_order(loc, seed, epoch):
+  """Indices into the located files, in the order epoch `epoch` of the training stream visits them."""
+  shards = np.unique(loc.shard)
+  out = []
+  for s in np.random.default_rng([seed, epoch]).permutation(shards):
+    members = np.flatnonzero(loc.shard == s)
+    out.append(members[np.random.default_rng([seed, epoch, int(s)]).permutation(len(members))])
+  return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def train_sample_order(loc, global_batch, seed, start_step, num_steps):
+  """(file index, sample index) of every sample of steps [start_step, start_step + num_steps), as [steps, B]."""
+  n = len(loc.shard)
+  first, last = start_step * global_batch, (start_step + num_steps) * global_batch
+  epochs = range(first // n, math.ceil(last / n))
+  order = np.concatenate([stream_order(loc, seed, e) for e in epochs])
+  samples = np.arange(first, last)
+  return order[samples - epochs[0] * n].reshape(num_steps, global_batch), samples.reshape(num_steps, global_batch)
+
+
+def _runs(root, loc, idx, *columns):
+  """tf.data elements, one per run of consecutive entries of `idx` in one shard: (shard path, positions in it,
+  *columns), the columns given per entry of idx, as ragged rows."""
+  index = read_index(root)
+  shard = loc.shard[idx]
+  starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]]) if len(idx) else np.zeros(0, np.int64)
+  tf_ = tf()
+  paths = np.array([os.path.join(root, index["shards"][s]) for s in shard[starts]], dtype=object)
+  splits = np.r_[starts, len(idx)].astype(np.int64)
+
+  def ragged(values):
+    return tf_.RaggedTensor.from_row_splits(np.asarray(values), splits)
+  return tf_.data.Dataset.from_tensor_slices((paths, ragged(loc.position[idx]), *(ragged(c) for c in columns)))
+
+
+def _read(element_fn):
+  """flat_map body: reads a shard whole (its serialised records) and yields the records at the run's positions."""
+  tf_ = tf()
+
+  def fn(path, positions, *columns):
+    records = tf_.data.TFRecordDataset(path).batch(1 << 30).get_single_element()
+    return tf_.data.Dataset.from_tensor_slices((tf_.gather(records, positions), *columns)).map(element_fn)
+  return fn
+
+
+def decode(record):
+  """uint8 [H, W, 3] from one serialised example (the aligned crop's PNG)."""
+  tf_ = tf()
+  img = tf_.io.decode_png(tf_.io.parse_single_example(record, feature_spec())["image"], channels=3)
+  img.set_shape([None, None, 3])
+  return img
+
+
+def train_batches(root, files, labels, global_batch, seed, start_step, num_steps, transform, mine, b, prefetch):
+  """This process's part of each training batch, as pipeline.train_batches, read from the records: a tf.data
+  Dataset of {"image", "label"} batches."""
+  tf_ = tf()
+  loc = locate(root, files)
+  file_idx, sample_idx = train_sample_order(loc, global_batch, seed, start_step, num_steps)
+  file_idx, sample_idx = file_idx[:, mine].reshape(-1), sample_idx[:, mine].reshape(-1)
+  ds = _runs(root, loc, file_idx, np.asarray(labels, np.int32)[file_idx], sample_idx.astype(np.int64))
+  ds = ds.flat_map(_read(lambda r, y, s: (r, y, s)))
+  ds = ds.map(lambda r, y, s: {"image": transform(tf_.cast(decode(r), tf_.float32), s), "label": y},
+              num_parallel_calls=tf_.data.AUTOTUNE, deterministic=True)
+  return ds.batch(b, drop_remainder=True).prefetch(prefetch)
+
+
+def eval_batches(root, files, labels, index, b, transform, blank, prefetch):
+  """This process's rows of padded eval batches (index -1 = padding, never read), as pipeline.eval_batches. The
+  real rows are read shard by shard (each row carries its index, so their order within this process is free);
+  the padding rows, which the file list holds at its end, stay last."""
+  tf_ = tf()
+  loc = locate(root, files)
+  labels = np.asarray(labels, np.int32)
+  real = index[index >= 0]
+  real = real[np.lexsort((loc.position[real], loc.shard[real]))]
+  ds = _runs(root, loc, real, labels[real], real).flat_map(_read(lambda r, y, i: (r, y, i)))
+  pad = int((index < 0).sum())
+  ds = ds.concatenate(tf_.data.Dataset.from_tensor_slices(
+      (tf_.constant([b""] * pad, tf_.string), np.zeros(pad, np.int32), np.full(pad, -1, np.int64))))
+  ds = ds.map(lambda r, y, i: {"image": transform(tf_.cast(tf_.cond(i >= 0, lambda: decode(r), lambda: blank),
+                                                           tf_.float32)),
+                               "label": y, "index": i, "mask": tf_.cast(i >= 0, tf_.float32)},
+              num_parallel_calls=tf_.data.AUTOTUNE, deterministic=True)
+  return ds.batch(b).prefetch(prefetch)
+
+
+def rows(root, classes=None):
+  """(layout, classes, [(file, class, split, reason)]) of a records dataset: the manifest rows its folder gave, in
+  the folder's scan order (dataset.load_split makes them splits.Row)."""
+  index = read_index(root)
+  if classes and sorted(classes) != sorted(index["classes"]):
+    raise ValueError(f"data.classes={list(classes)} does not match the classes of the records at {root}: "
+                     f"{index['classes']}")
+  return index["layout"], list(classes or index["classes"]), [tuple(r) for r in index["rows"]]
+
+
+def leakage_pairs(root):
+  """The leakage guard's pairs found at build time, or None when the dataset was built with --no-leakage."""
+  if not read_index(root)["leakage"]:
+    return None
+  with fileio.open(leakage_cache(root), "rb") as f:
+    return json.loads(gzip.decompress(f.read()))
+
+
+def read_images(root, files):
+  """{file: uint8 [H, W, 3]} for a few files (a contact sheet's), read from their shards."""
+  loc = locate(root, files)
+  out = {}
+  tf_ = tf()
+  for s in np.unique(loc.shard):
+    recs = tf_.data.TFRecordDataset(os.path.join(root, read_index(root)["shards"][s])).batch(1 << 30)
+    recs = recs.get_single_element()
+    for k in np.flatnonzero(loc.shard == s):
+      out[files[k]] = decode(recs[int(loc.position[k])]).numpy()
+  return out
+
+
+def leakage_cache(root):
+  return os.path.join(root, "leakage_cache.json.gz")

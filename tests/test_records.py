@@ -1,0 +1,122 @@
+"""Aligned faces as a TFDS dataset of TFRecord shards (jfacediag.data.build, data/records.py): what it writes, that
+TFDS reads it, that the training stream is a pure function of the step read by TensorFlow ops, and that a run on it
+equals the folder's checks (split, classes, leakage, alignment), locally and through TensorFlow's ram:// files."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import small_config
+from jfacediag import build, dataset, train
+from jfacediag.align import folder as aligner
+from jfacediag.data import images, lfw_subset, pipeline, records
+from jfacediag.models.preprocessing import Preprocessing
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
+  """24 LFW faces and 24 non-face patches (scikit-image's LFW subset), aligned arcface112 with centre fallbacks."""
+  full = lfw_subset.write_photos(str(tmp_path_factory.mktemp("lfw")))
+  raw = tmp_path_factory.mktemp("raw")
+  for c in lfw_subset.CLASSES:
+    os.makedirs(raw / c)
+    for i in range(24):
+      shutil.copy(os.path.join(full, c, f"{i:03d}.png"), raw / c / f"{i:03d}.png")
+  (raw / "face" / "broken.png").write_bytes(b"not a png")
+  out = tmp_path_factory.mktemp("aligned") / "a"
+  aligner.align(str(raw), str(out), aligner.Options(style="arcface112", fallback="center"))
+  return out
+
+
+@pytest.fixture(scope="module")
+def built(aligned, tmp_path_factory):
+  out = tmp_path_factory.mktemp("records") / "ds"
+  index = build.build(str(aligned), str(out), shard_size=10)
+  return out, index
+
+
+def test_the_builder_writes_shards_tfds_loads_with_every_face_and_its_facts(aligned, built):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  out, index = built
+  assert index["classes"] == ["face", "non_face"] and len(index["records"]) == 48 and index["style"] == "arcface112"
+  assert len(index["shards"]) == 5 and index["shard_lengths"] == [10, 10, 10, 10, 8]
+  assert [s[0] for s in index["skipped"]] == ["[not aligned] face/broken.png"]
+  ds = tfds.builder_from_directory(str(out)).as_dataset(split="faces")
+  seen = {}
+  for ex in ds.as_numpy_iterator():
+    seen[ex["file"].decode()] = ex
+  assert sorted(seen) == sorted(r[0] for r in index["records"])
+  f = "non_face/005.png"
+  np.testing.assert_array_equal(seen[f]["image"], images.load_rgb(os.path.join(aligned, f)))  # The PNG, lossless.
+  assert seen[f]["label"] == 1 and seen[f]["image"].shape == (112, 112, 3)
+  fallback = {r[0] for r in index["records"] if r[5]}
+  assert fallback and all(seen[g]["fallback"] == 1 for g in fallback)
+  assert len({r[4] for r in index["records"]}) <= 48  # Identity groups from the leakage guard.
+  with pytest.raises(ValueError, match="already holds a dataset"):
+    build.build(str(aligned), str(out))
+
+
+def test_the_record_stream_is_a_pure_function_of_the_step_and_covers_each_epoch(aligned, built):
+  out, index = built
+  files = [r[0] for r in index["records"] if r[0].startswith("face/")][:20]
+  loc = records.locate(str(out), files)
+  order, samples = records.train_sample_order(loc, 8, 3, 0, 10)  # 80 samples: 4 epochs of 20.
+  assert samples.reshape(-1).tolist() == list(range(80))  # Augmentation seeds: the sample's place in the stream.
+  for e in range(4):
+    assert sorted(order.reshape(-1)[20 * e:20 * (e + 1)]) == list(range(20))
+  late, _ = records.train_sample_order(loc, 8, 3, 6, 4)
+  np.testing.assert_array_equal(order[6:], late)
+  pp = Preprocessing(112, 112, "RGB", (127.5,) * 3, (128.0,) * 3).for_crops()
+  cfg = small_config("x").input
+  labels = np.zeros(len(files), np.int32)
+  whole = [b["image"] for b in pipeline.train_batches(str(out), files, labels, pp, cfg, 8, 3, 0, 4)]
+  resumed = [b["image"] for b in pipeline.train_batches(str(out), files, labels, pp, cfg, 8, 3, 2, 2)]
+  np.testing.assert_array_equal(whole[2], resumed[0])
+  np.testing.assert_array_equal(whole[3], resumed[1])
+  steps, it = pipeline.eval_batches(str(out), files, labels, pp, 8)
+  got = [b for b in it]
+  assert steps == 3 and sum(int(b["mask"].sum()) for b in got) == 20
+  idx = np.concatenate([b["index"][b["mask"] > 0] for b in got])
+  assert sorted(idx) == list(range(20))
+  # Each eval row is the record of its index: the same pixels as the aligned PNG, preprocessed as the folder's.
+  _, folder_it = pipeline.eval_batches(str(aligned), files, labels, pp, 8)
+  by_index = {int(i): img for b in folder_it for i, img in zip(b["index"], b["image"]) if i >= 0}
+  for b in got:
+    for i, img in zip(b["index"], b["image"]):
+      if i >= 0:
+        np.testing.assert_allclose(img, by_index[int(i)], atol=1e-5)
+
+
+def test_a_run_on_records_checks_splits_like_the_folder_and_reports_alignment(aligned, built, tmp_path):
+  out, _ = built
+  c = small_config(out, method="svm", epochs=1.0, size=32)
+  c.data.split, c.data.test_fraction = "fraction", 0.5
+  c.leakage.check = True
+  result = train.run(c, str(tmp_path / "wd"))
+  folder = small_config(aligned, method="svm", epochs=1.0, size=32)
+  folder.data.split, folder.data.test_fraction = "fraction", 0.5
+  folder.leakage.check = True
+  reference = train.run(folder, str(tmp_path / "wd-folder"))
+  assert result["num_test"] == reference["num_test"] == 24
+  assert result["accuracy"]["value"] == pytest.approx(reference["accuracy"]["value"])
+  md = (tmp_path / "wd" / "report" / "report.md").read_text()
+  assert "Aligned by jfacediag.align (style arcface112" in md and "broken.png" in md
+  manifest = (tmp_path / "wd" / "manifest.csv").read_text()
+  assert manifest == (tmp_path / "wd-folder" / "manifest.csv").read_text()
+
+
+def test_records_in_tensorflows_memory_file_system_train_as_a_bucket_would(aligned, tmp_path):
+  url = "ram://jfacediag-test/ds"
+  build.build(str(aligned), url, shard_size=16, leakage_check=False)
+  assert records.is_records(url)
+  c = small_config(url, method="finetune", epochs=1.0, size=32)
+  c.data.split, c.data.test_fraction = "fraction", 0.5
+  c.leakage.check = False
+  result = train.run(c, str(tmp_path / "wd"))
+  assert result["num_test"] == 24
+  root = dataset.data_dir_for(c, str(tmp_path / "wd"))
+  assert root == url
+  log = json.loads((tmp_path / "wd" / "report" / "metrics.json").read_text())
+  assert log["run"]["data_dir"] == url
