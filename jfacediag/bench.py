@@ -304,10 +304,14 @@ def bench_input_paths(args):
     with open(os.path.join(root, "align.json"), "w", encoding="utf-8") as f:
       json.dump(info, f)
     out["png_kib_per_image"] = sum(os.path.getsize(os.path.join(root, f)) for f in files) / len(files) / 1024
-    recs = os.path.join(tmp, "records")
-    build.build(root, recs, shard_size=1024, leakage_check=False)
+    paths = {"folder": root}
+    for encoding in ("png", "raw"):
+      paths[f"records_{encoding}"] = os.path.join(tmp, f"records_{encoding}")
+      index = build.build(root, paths[f"records_{encoding}"], shard_size=1024, leakage_check=False,
+                          encoding=encoding)
+      out[f"records_{encoding}_kib_per_image"] = index["num_bytes"] / len(files) / 1024
     labels = np.array([int(f[1]) for f in files], np.int32)
-    for path, where in (("folder", root), ("records", recs)):
+    for path, where in paths.items():
       for aug in (True, False):
         icfg = ml_collections.ConfigDict(base_config.get_config().input.to_dict())
         if not aug:
@@ -325,13 +329,15 @@ def bench_input_paths(args):
 
 def main_input_paths(args):
   r = bench_input_paths(args)
-  print(f"Input pipeline, {r['images']} real face crops (LFW subset, arcface112) at {r['size']} px, PNG "
-        f"{r['png_kib_per_image']:.1f} KiB each, batch {r['batch']}, {r['cores']} cores (img/s per host / per core):")
-  for path in ("folder", "records"):
-    print(f"  {path:8s} augmented {r[path]['aug']:8.0f} / {r[path]['aug'] / r['cores']:6.0f}   plain "
-          f"{r[path]['plain']:8.0f} / {r[path]['plain'] / r['cores']:6.0f}")
-  print(f"  records / folder: augmented {r['records']['aug'] / r['folder']['aug']:.2f}x, plain "
-        f"{r['records']['plain'] / r['folder']['plain']:.2f}x")
+  print(f"Input pipeline, {r['images']} real face crops (LFW subset, arcface112) at {r['size']} px, batch "
+        f"{r['batch']}, {r['cores']} cores; img/s per host / per core:")
+  sizes = {"folder": r["png_kib_per_image"], "records_png": r["records_png_kib_per_image"],
+           "records_raw": r["records_raw_kib_per_image"]}
+  for path in ("folder", "records_png", "records_raw"):
+    print(f"  {path:12s} {sizes[path]:6.1f} KiB/image   augmented {r[path]['aug']:7.0f} / "
+          f"{r[path]['aug'] / r['cores']:5.0f}   plain {r[path]['plain']:7.0f} / {r[path]['plain'] / r['cores']:5.0f}"
+          + ("" if path == "folder" else f"   ({r[path]['aug'] / r['folder']['aug']:.2f}x, "
+                                         f"{r[path]['plain'] / r['folder']['plain']:.2f}x the folder)"))
   line = json.dumps(r)
   print(line)
   if args.json:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+import cv2
 import numpy as np
 
 from jfacediag import base_config, cli_front, dataset, fileio, leakage, progress
@@ -33,11 +34,21 @@ def parse(argv=None):
                   "vggface224, paper); an aligned --src keeps its own")
   ap.add_argument("--shard-size", type=int, default=1024, help="records per shard (default 1024)")
   ap.add_argument("--seed", type=int, default=0, help="seeds the order of the records across shards")
+  ap.add_argument("--encoding", default="png", choices=("png", "raw"), help="png: the aligned PNG as written "
+                  "(smaller); raw: uint8 pixels (several times larger, no decoding; docs/data.md has both)")
   ap.add_argument("--no-leakage", action="store_true", help="skip the leakage guard (no identity groups)")
   return ap.parse_args(argv)
 
 
-def _write_shards(out, src, entries, shard_size):
+def _image_bytes(path, encoding):
+  if encoding == "png":
+    with open(path, "rb") as f:
+      return f.read()
+  img = cv2.imread(path, cv2.IMREAD_COLOR)
+  return np.ascontiguousarray(img[..., ::-1]).tobytes()  # RGB, row-major, as records.decoder reshapes it.
+
+
+def _write_shards(out, src, entries, shard_size, encoding):
   """Writes the records; returns (shard file names, shard lengths, total bytes)."""
   tf_ = tf()
   n = max(1, -(-len(entries) // shard_size))
@@ -48,9 +59,8 @@ def _write_shards(out, src, entries, shard_size):
     chunk = entries[k * shard_size:(k + 1) * shard_size]
     with tf_.io.TFRecordWriter(os.path.join(out, names[k])) as w:
       for e in chunk:
-        with open(os.path.join(src, e["file"]), "rb") as f:
-          png = f.read()
-        feature = {"image": tf_.train.Feature(bytes_list=tf_.train.BytesList(value=[png])),
+        data = _image_bytes(os.path.join(src, e["file"]), encoding)
+        feature = {"image": tf_.train.Feature(bytes_list=tf_.train.BytesList(value=[data])),
                    "label": tf_.train.Feature(int64_list=tf_.train.Int64List(value=[e["label"]])),
                    "file": tf_.train.Feature(bytes_list=tf_.train.BytesList(value=[e["file"].encode()])),
                    "group": tf_.train.Feature(int64_list=tf_.train.Int64List(value=[e["group"]])),
@@ -62,22 +72,24 @@ def _write_shards(out, src, entries, shard_size):
   return names, lengths, total
 
 
-def _tfds_metadata(out, names, classes, size, lengths, num_bytes):
+def _tfds_metadata(out, names, classes, size, lengths, num_bytes, encoding):
   """dataset_info.json and features.json, so that tfds.builder_from_directory(out) loads the shards. TFDS writes
   them through etils, which knows local paths and gs:// but not every TensorFlow file system (ram://): they are
   written locally, then copied through TensorFlow's."""
   with tempfile.TemporaryDirectory(prefix="jfacediag-tfds-") as tmp:
     for name in names:  # TFDS looks for the shards' names (check_data=False: it does not read them).
       open(os.path.join(tmp, name), "wb").close()
-    _write_tfds_metadata(tmp, classes, size, lengths, num_bytes)
+    _write_tfds_metadata(tmp, classes, size, lengths, num_bytes, encoding)
     for name in sorted(set(os.listdir(tmp)) - set(names)):
       tf().io.gfile.copy(os.path.join(tmp, name), os.path.join(out, name), overwrite=True)
 
 
-def _write_tfds_metadata(out, classes, size, lengths, num_bytes):
+def _write_tfds_metadata(out, classes, size, lengths, num_bytes, encoding):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  image = (tfds.features.Image(shape=(size, size, 3), encoding_format="png") if encoding == "png" else
+           tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES))
   features = tfds.features.FeaturesDict({
-      "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
+      "image": image,
       "label": tfds.features.ClassLabel(names=classes),
       "file": tfds.features.Text(),
       "group": tfds.features.Scalar(np.int64),
@@ -92,7 +104,7 @@ def _write_tfds_metadata(out, classes, size, lengths, num_bytes):
       description="Aligned face crops written by python -m jfacediag.build (jfacediag.json: the index).")
 
 
-def build(src, out, style="", shard_size=1024, seed=0, leakage_check=True):
+def build(src, out, style="", shard_size=1024, seed=0, leakage_check=True, encoding="png"):
   """Writes the dataset; returns its jfacediag.json dict."""
   t0 = time.perf_counter()
   src = os.path.abspath(os.path.expanduser(src))
@@ -110,13 +122,13 @@ def build(src, out, style="", shard_size=1024, seed=0, leakage_check=True):
     aligner.align(src, os.path.join(tmp, "aligned"), aligner.Options(style=style, fallback="center"))
     src = os.path.join(tmp, "aligned")
   try:
-    return _build(src, out, shard_size, seed, leakage_check, t0)
+    return _build(src, out, shard_size, seed, leakage_check, encoding, t0)
   finally:
     if tmp:
       shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _build(src, out, shard_size, seed, leakage_check, t0):
+def _build(src, out, shard_size, seed, leakage_check, encoding, t0):
   settings = aligned_folder.settings(src)
   layout, classes, rows = splits.scan(src)
   rows += dataset.alignment_drops(src, classes)  # As a run on the folder lists them, in the same order.
@@ -137,15 +149,17 @@ def _build(src, out, shard_size, seed, leakage_check, t0):
   entries = [{"file": r.file, "class": r.class_name, "label": classes.index(r.class_name), "split": r.split,
               "group": ids.get(group_of.get(r.file), -1), "fallback": r.file in fallback} for r in usable]
   entries = [entries[i] for i in np.random.default_rng(seed).permutation(len(entries))]
-  names, lengths, num_bytes = _write_shards(out, src, entries, shard_size)
   size = settings.get("size") or _side(src, entries)
-  _tfds_metadata(out, names, classes, size, lengths, num_bytes)
+  if encoding == "raw":
+    _check_sides(src, entries, size)
+  names, lengths, num_bytes = _write_shards(out, src, entries, shard_size, encoding)
+  _tfds_metadata(out, names, classes, size, lengths, num_bytes, encoding)
   for name in (aligned_folder.INFO, aligned_folder.MANIFEST):  # Alignment settings and fallbacks, for the report.
     if os.path.exists(os.path.join(src, name)):
       fileio.write_text(os.path.join(out, name), open(os.path.join(src, name), encoding="utf-8").read())
   positions = [(k, p) for k, n in enumerate(lengths) for p in range(n)]
   index = {"kind": "jfacediag.records", "version": records.VERSION, "source": src, "layout": layout,
-           "classes": classes, "style": settings.get("style"), "size": size, "shards": names,
+           "classes": classes, "style": settings.get("style"), "size": size, "encoding": encoding, "shards": names,
            "shard_lengths": lengths, "num_bytes": num_bytes, "seed": seed, "leakage": bool(leakage_check),
            "records": [[e["file"], e["class"], s, p, e["group"], int(e["fallback"]), e["split"]]
                        for e, (s, p) in zip(entries, positions)],
@@ -158,6 +172,16 @@ def _build(src, out, shard_size, seed, leakage_check, t0):
   return index
 
 
+def _check_sides(src, entries, size):
+  """Raw records are reshaped to size x size x 3: every crop must be that size (jfacediag.align writes them so)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for e in entries:
+    with Image.open(os.path.join(src, e["file"])) as im:
+      if im.size != (size, size):
+        raise ValueError(f"--encoding raw needs crops of one size; {e['file']} is {im.size[0]}x{im.size[1]}, not "
+                         f"{size}x{size} (use --encoding png)")
+
+
 def _side(src, entries):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(os.path.join(src, entries[0]["file"])) as im:
@@ -167,7 +191,7 @@ def _side(src, entries):
 def main(argv=None):
   args = parse(argv)
   return cli_front.one_line_errors(build, args.src, args.out, args.style, args.shard_size, args.seed,
-                                   not args.no_leakage)
+                                   not args.no_leakage, args.encoding)
 
 
 if __name__ == "__main__":

@@ -214,9 +214,12 @@ def write_comparison(workdir, results, config):
     md.append(f"| {methods.get(m).LABEL} | {_fmt(r['accuracy'])} | [{100 * cp[0]:.1f}, {100 * cp[1]:.1f}] | {auc} | "
               f"{_fmt(r['macro_f1'])} | {r['num_test']} | {100 * r['majority_rate']:.1f} | [{m}]({r['report']}) |")
   md += ["", "Intervals that overlap do not separate the methods. This is a research tool, not a medical device."]
-  warned = [(m, w) for m, r in results.items() for w in r.get("warnings", [])]
+  warned = {}  # One line per warning, naming the methods it applies to.
+  for m, r in results.items():
+    for w in r.get("warnings", []):
+      warned.setdefault(w, []).append(methods.get(m).SHORT)
   if warned:
-    md[2:2] = [f"**WARNING ({methods.get(m).LABEL}): {w}**" for m, w in warned] + [""]
+    md[2:2] = [f"**WARNING ({', '.join(ms)}): {w}**" for w, ms in warned.items()] + [""]
   with fileio.open(os.path.join(workdir, "report.md"), "w") as f:
     f.write("\n".join(md) + "\n")
 

@@ -120,3 +120,49 @@ def test_records_in_tensorflows_memory_file_system_train_as_a_bucket_would(align
   assert root == url
   log = json.loads((tmp_path / "wd" / "report" / "metrics.json").read_text())
   assert log["run"]["data_dir"] == url
+
+
+def test_the_batched_augmentation_is_the_identity_at_rest_and_draws_per_step():
+  from jfacediag import base_config  # pylint: disable=g-import-not-at-top
+  from jfacediag.tf_import import tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 255, (3, 20, 20, 3)).astype(np.float32)
+  rest = {"box": np.tile([0.0, 0.0, 1.0, 1.0], (3, 1)).astype(np.float32), "flip": np.array([False, True, False]),
+          "brightness": np.zeros(3, np.float32), "contrast": np.ones(3, np.float32),
+          "saturation": np.ones(3, np.float32)}
+  y = records.augment_batch(tf().constant(x), rest, 20, 0.1).numpy()
+  np.testing.assert_allclose(y[0], x[0], atol=1e-3)  # The whole box at the same size: every pixel kept.
+  np.testing.assert_allclose(y[1], x[1][:, ::-1], atol=1e-3)  # Flipped, and only that.
+  half = dict(rest, box=np.array([[0.0, 0.0, 0.5, 0.5]] * 3, np.float32))
+  z = records.augment_batch(tf().constant(x), half, 10, 0.0).numpy()
+  np.testing.assert_allclose(z[0], x[0, :10, :10], atol=1e-3)  # The top-left quarter, at its own size.
+  cfg = base_config.get_config().input
+  a = records.augment_params(cfg, 0, range(3, 5), 8)
+  b = records.augment_params(cfg, 0, range(4, 5), 8)
+  assert all(np.array_equal(a[k][8:], b[k]) for k in a)  # Step 4's draws do not depend on where the run started.
+  area = (a["box"][:, 2] - a["box"][:, 0]) * (a["box"][:, 3] - a["box"][:, 1])
+  assert (area >= cfg.rrc_min_area - 1e-6).all() and (area <= 1).all() and (a["box"] >= 0).all()
+
+
+def test_raw_records_hold_the_same_pixels_and_refuse_mixed_sizes(aligned, tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "raw"
+  index = build.build(str(aligned), str(out), shard_size=16, leakage_check=False, encoding="raw")
+  assert index["encoding"] == "raw" and index["num_bytes"] > 48 * 112 * 112 * 3
+  ex = next(e for e in tfds.builder_from_directory(str(out)).as_dataset(split="faces").as_numpy_iterator()
+            if e["file"] == b"face/003.png")
+  np.testing.assert_array_equal(ex["image"], images.load_rgb(os.path.join(aligned, "face/003.png")))
+  files = [r[0] for r in index["records"]][:10]
+  pp = Preprocessing(112, 112, "RGB", (127.5,) * 3, (128.0,) * 3).for_crops()
+  labels = np.zeros(len(files), np.int32)
+  got = {int(i): img for b in pipeline.eval_batches(str(out), files, labels, pp, 4)[1]
+         for i, img in zip(b["index"], b["image"]) if i >= 0}
+  want = {int(i): img for b in pipeline.eval_batches(str(aligned), files, labels, pp, 4)[1]
+          for i, img in zip(b["index"], b["image"]) if i >= 0}
+  assert sorted(got) == list(range(10)) and all(np.allclose(got[k], want[k], atol=1e-5) for k in got)
+  odd = tmp_path / "odd"
+  shutil.copytree(aligned, odd)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.new("RGB", (100, 112)).save(odd / "face" / "000.png")
+  with pytest.raises(ValueError, match="--encoding raw needs crops of one size"):
+    build.build(str(odd), str(tmp_path / "odd_raw"), leakage_check=False, encoding="raw")

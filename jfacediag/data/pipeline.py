@@ -120,8 +120,8 @@ def train_batches(root, files, labels, pp, cfg, global_batch, seed, start_step, 
   if num_steps <= 0:  # A finished run, resumed to re-evaluate.
     return iter(())
   if root and records.is_records(root):  # TFRecord shards: a block-shuffled stream, decoded by TensorFlow.
-    return records.train_batches(root, files, labels, global_batch, seed, start_step, num_steps,
-                                 _train_transform(pp, cfg, seed), mine, b, cfg.prefetch).as_numpy_iterator()
+    return records.train_batches(root, files, labels, cfg, global_batch, seed, start_step, num_steps, mine, b,
+                                 pp.input_size, lambda x: _normalise(x, pp)).as_numpy_iterator()
   file_idx, sample_idx = train_sample_order(len(files), global_batch, seed, start_step, num_steps)
   file_idx, sample_idx = file_idx[:, mine].reshape(-1), sample_idx[:, mine].reshape(-1)
   tf_ = tf()
@@ -148,9 +148,11 @@ def eval_batches(root, files, labels, pp, global_batch, prefetch=2):
   index = index.reshape(steps, global_batch)[:, mine].reshape(-1)
   tf_ = tf()
   if root and records.is_records(root):
-    blank = tf_.zeros([pp.input_size, pp.input_size, 3], tf_.uint8)
-    return steps, records.eval_batches(root, files, labels, index, b, _eval_transform(pp), blank,
-                                       prefetch).as_numpy_iterator()
+    side = records.read_index(root)["size"]
+    whole = (lambda x: _normalise(x, pp)) if side == pp.input_size == pp.resize_size else None
+    blank = tf_.zeros([side if whole else pp.input_size] * 2 + [3], tf_.uint8)
+    return steps, records.eval_batches(root, files, labels, index, b, _eval_transform(pp), blank, prefetch,
+                                       whole).as_numpy_iterator()
   paths = np.array([os.fsencode(f) for f in files], dtype=object)
   safe = np.maximum(index, 0)
   ds = tf_.data.Dataset.from_tensor_slices((paths[safe], labels[safe], index))
