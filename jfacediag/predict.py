@@ -235,8 +235,12 @@ def image_facts(path, size):
   """(statistics, pixel hash) of an image, decoded once. Statistics at the network's input size: colourfulness
   (mean |R-G| + |G-B|), sharpness (variance of the grey Laplacian), brightness (mean grey), contrast (std of grey);
   the hash of the decoded pixels finds the same image in any container or under any name."""
+  return pixel_facts(images.load_rgb(path), size)
+
+
+def pixel_facts(rgb, size):
+  """image_facts of decoded pixels (uint8 [H, W, 3])."""
   import cv2  # pylint: disable=g-import-not-at-top
-  rgb = images.load_rgb(path)
   digest = hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
   img = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
   grey = img.mean(-1)
@@ -244,10 +248,10 @@ def image_facts(path, size):
                    cv2.Laplacian(grey, cv2.CV_32F).var(), grey.mean(), grey.std()]), digest
 
 
-def _unit_features(run, files, batch, mesh):
+def _unit_features(run, files, batch, mesh, root=""):
   variables = jax.device_put(run.variables, sharding.replicated(mesh))
   step = steps.make_feature_step(run.model, mesh, steps.compute_dtype(run.config.get("dtype", "float32")))
-  f = steps.run_batches(step, variables, "", files, np.zeros(len(files), np.int32), run.pp, batch, mesh,
+  f = steps.run_batches(step, variables, root, files, np.zeros(len(files), np.int32), run.pp, batch, mesh,
                         run.spec.feature_dim)
   return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
@@ -259,24 +263,25 @@ def flag_far_rows(run, rows, batch):
   than 95% of the training images are from their nearest other training image; or, for aligned data, the
   detector's verdict against the predicted class's training images (a face found where 90% of them had none, or
   none where 90% had one). The probabilities of such a photo say nothing about it. Returns the references used."""
-  if records.is_records(run.data_dir):
-    progress.log(f"WARNING: the run read records ({run.data_dir}); the far-from-training check reads training images "
-                 "from a folder and is not made for records yet: no photo is flagged far_from_training, whatever it "
-                 "is. Train on the aligned folder for this check.")
-    return None
   split_rows, _, _ = splits.read(run.dir)
-  train = [os.path.join(run.data_dir, r.file) for r in split_rows if r.split == "train"]
+  stored = records.is_records(run.data_dir)  # The training images come from the records, shard by shard.
+  names = [r.file for r in split_rows if r.split == "train"]
+  train = names if stored else [os.path.join(run.data_dir, f) for f in names]
   readable = [r for r in rows if not r["error"]]
   if len(train) < 2 or not readable:
     return None
   size = run.pp.input_size
-  facts = [image_facts(f, size) for f in train]
+  if stored:
+    got = {f: pixel_facts(rgb, size) for f, rgb in records.iter_images(run.data_dir, names)}
+    facts = [got[f] for f in names]
+  else:
+    facts = [image_facts(f, size) for f in train]
   ts = np.stack([st for st, _ in facts])
   train_pixels = {digest: f for f, (_, digest) in zip(train, facts)}
   lo, hi = ts.min(0), ts.max(0)
   pad = 0.1 * (hi - lo) + 1e-6
   mesh = sharding.make_mesh()
-  ref = _unit_features(run, train, batch, mesh)
+  ref = _unit_features(run, train, batch, mesh, run.data_dir if stored else "")
   sim = ref @ ref.T
   np.fill_diagonal(sim, -np.inf)
   cut = float(np.percentile(sim.max(1), FAR_PERCENTILE))
@@ -291,8 +296,8 @@ def flag_far_rows(run, rows, batch):
     same = train_pixels.get(digest)
     if same or s >= SEEN_COSINE:
       r.update(seen_in_training=1, seen_reason=(
-          f"the same pixels as training image {os.path.relpath(same, run.data_dir)}" if same else
-          f"features {s:.4f} from training image {os.path.relpath(train[k], run.data_dir)} (a copy)"))
+          f"the same pixels as training image {_name(same, run.data_dir, stored)}" if same else
+          f"features {s:.4f} from training image {_name(train[k], run.data_dir, stored)} (a copy)"))
     else:
       r.update(seen_in_training=0, seen_reason="")
     why = [f"{name} {v:.3g} outside the training images' {a:.3g}-{b:.3g}"
@@ -308,6 +313,10 @@ def flag_far_rows(run, rows, batch):
     r.update(nearest_train_cosine=float(s), far_from_training=int(bool(why)), far_reason="; ".join(why))
   return {"feature_cosine_cut": cut, "training_images": len(train), "percentile": FAR_PERCENTILE,
           "stats_range": {n: [float(a), float(b)] for n, a, b in zip(STATS, lo, hi)}}
+
+
+def _name(path, data_dir, stored):
+  return path if stored else os.path.relpath(path, data_dir)
 
 
 def explain_rows(run, rows, out_dir, which, patch, true_labels=None, stride=0, min_prob=0.0):

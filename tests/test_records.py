@@ -1,6 +1,8 @@
 """Aligned faces as a TFDS dataset of TFRecord shards (jfacediag.data.build, data/records.py): what it writes, that
 TFDS reads it, that the training stream is a pure function of the step read by TensorFlow ops, and that a run on it
 equals the folder's checks (split, classes, leakage, alignment), locally and through TensorFlow's ram:// files."""
+import csv
+import io
 import json
 import os
 import shutil
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from jfacediag import build, dataset, train
+from jfacediag import build, dataset, predict, train
 from jfacediag.align import folder as aligner
 from jfacediag.data import images, lfw_subset, pipeline, records
 from jfacediag.models.preprocessing import Preprocessing
@@ -105,6 +107,25 @@ def test_a_run_on_records_checks_splits_like_the_folder_and_reports_alignment(al
   assert "Aligned by jfacediag.align (style arcface112" in md and "broken.png" in md
   manifest = (tmp_path / "wd" / "manifest.csv").read_text()
   assert manifest == (tmp_path / "wd-folder" / "manifest.csv").read_text()
+  # predict on a records run: its training images come from the records (the far-from-training and seen checks).
+  rows = list(csv.DictReader(io.StringIO(manifest)))
+  trained = next(r["file"] for r in rows if r["split"] == "train" and r["file"].startswith("face/"))
+  tested = next(r["file"] for r in rows if r["split"] == "test" and r["file"].startswith("face/"))
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.open(aligned / trained).save(tmp_path / "copy.png")  # Another name, the same pixels.
+  shutil.copy(aligned / tested, tmp_path / "test.png")
+  out = tmp_path / "preds"
+  assert predict.main(["--run", str(tmp_path / "wd"), "--images", str(tmp_path / "copy.png"),
+                       str(tmp_path / "test.png"), "--out", str(out), "--align", "none"]) == 0
+  got = {os.path.basename(r["source"]): r for r in csv.DictReader(open(out / "predictions.csv", encoding="utf-8"))}
+  assert got["copy.png"]["seen_in_training"] == "1" and trained in got["copy.png"]["seen_reason"]
+  assert got["test.png"]["seen_in_training"] == "0" and got["test.png"]["far_from_training"] in ("0", "1")
+  # Cross-validation reads the records too: 2 folds of DTL2, every face tested once.
+  from jfacediag import cv  # pylint: disable=g-import-not-at-top
+  result, ok = cv.run(c, str(tmp_path / "cv"), cv.Options(folds=2, repeats=1))
+  assert ok
+  assert result["finished"] == result["total"] == 2
+  assert sum(f["test"] for f in result["per_fold"]) == 48
 
 
 def test_records_in_tensorflows_memory_file_system_train_as_a_bucket_would(aligned, tmp_path):

@@ -41,12 +41,20 @@ def is_records(root):
   return fileio.exists(path) and json.loads(fileio.read_text(path)).get("kind") == "jfacediag.records"
 
 
-@functools.lru_cache(maxsize=8)
 def read_index(root):
-  """The dataset's jfacediag.json: {"classes", "layout", "style", "size", "shards": [file names], "shard_lengths",
-  "records": [[file, class, shard, position, group, fallback, folder split], ...], "rows": the folder's manifest
-  rows in its scan order, [[file, class, split, reason]], "skipped": [[file, class, reason]], "leakage": whether
-  the guard's pairs were found}."""
+  """The dataset's jfacediag.json, read again when the file changed (a dataset built again at the same path):
+  {"classes", "layout", "style", "size", "encoding", "shards": [file names], "shard_lengths", "records": [[file,
+  class, shard, position, group, fallback, folder split], ...], "rows": the folder's manifest rows in its scan
+  order, [[file, class, split, reason]], "skipped": [[file, class, reason]], "leakage": whether the guard's pairs
+  were found}."""
+  path = os.path.join(root, INDEX)
+  stat = tf().io.gfile.stat(path)
+  return _read_index(root, stat.mtime_nsec, stat.length)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_index(root, mtime_nsec, length):
+  del mtime_nsec, length  # The cache key.
   index = json.loads(fileio.read_text(os.path.join(root, INDEX)))
   if index.get("version") != VERSION:
     raise ValueError(f"{root} was written by another jfacediag.build (version {index.get('version')}; this "
@@ -169,7 +177,8 @@ def augment_params(cfg, seed, global_steps, batch):
 
 def augment_batch(x, p, size, jitter):
   """The training augmentation of a batch (float32 0-255 [b, H, W, 3]) with per-sample parameters `p`: crop and
-  resize to `size` (bilinear; a flip is the same crop read right to left), then brightness (added), contrast
+  resize to `size` (bilinear, without antialiasing: crops much larger than the network's input alias, so build the
+  records at the network's size; a flip is the same crop read right to left), then brightness (added), contrast
   (about each image's channel means, brightness included) and saturation (a blend with the grey image, as
   torchvision's ColorJitter; TF's HSV saturation, which the folder path uses, costs more than the decode), clipped
   to 0-255. All in a few whole-batch ops."""
@@ -268,18 +277,21 @@ def leakage_pairs(root):
     return json.loads(gzip.decompress(f.read()))
 
 
-def read_images(root, files):
-  """{file: uint8 [H, W, 3]} for a few files (a contact sheet's), read from their shards."""
+def iter_images(root, files):
+  """Yields (file, uint8 [H, W, 3]) for `files`, shard by shard (one shard in memory at a time)."""
   loc = locate(root, files)
-  out = {}
   tf_ = tf()
   decode = decoder(root)
   for s in np.unique(loc.shard):
     recs = tf_.data.TFRecordDataset(os.path.join(root, read_index(root)["shards"][s])).batch(1 << 30)
     recs = recs.get_single_element()
     for k in np.flatnonzero(loc.shard == s):
-      out[files[k]] = decode(recs[int(loc.position[k])]).numpy()
-  return out
+      yield files[k], decode(recs[int(loc.position[k])]).numpy()
+
+
+def read_images(root, files):
+  """{file: uint8 [H, W, 3]} for a few files (a contact sheet's), read from their shards."""
+  return dict(iter_images(root, files))
 
 
 def leakage_cache(root):
