@@ -113,7 +113,7 @@ def build(src, out, style="", shard_size=1024, seed=0, leakage_check=True, encod
     raise ValueError(f"{out} already holds a dataset; remove it or choose another --out")
   if shard_size < 1:
     raise ValueError(f"--shard-size must be >= 1; got {shard_size}")
-  tmp = None
+  tmp, origin = None, src
   if not aligned_folder.settings(src):
     if not style:
       raise ValueError(f"{src} was not aligned by jfacediag.align (no align.json): pass --style to align it first, "
@@ -122,13 +122,13 @@ def build(src, out, style="", shard_size=1024, seed=0, leakage_check=True, encod
     aligner.align(src, os.path.join(tmp, "aligned"), aligner.Options(style=style, fallback="center"))
     src = os.path.join(tmp, "aligned")
   try:
-    return _build(src, out, shard_size, seed, leakage_check, encoding, t0)
+    return _build(src, out, shard_size, seed, leakage_check, encoding, t0, origin)
   finally:
     if tmp:
       shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _build(src, out, shard_size, seed, leakage_check, encoding, t0):
+def _build(src, out, shard_size, seed, leakage_check, encoding, t0, origin):
   settings = aligned_folder.settings(src)
   layout, classes, rows = splits.scan(src)
   rows += dataset.alignment_drops(src, classes)  # As a run on the folder lists them, in the same order.
@@ -158,7 +158,7 @@ def _build(src, out, shard_size, seed, leakage_check, encoding, t0):
     if os.path.exists(os.path.join(src, name)):
       fileio.write_text(os.path.join(out, name), open(os.path.join(src, name), encoding="utf-8").read())
   positions = [(k, p) for k, n in enumerate(lengths) for p in range(n)]
-  index = {"kind": "jfacediag.records", "version": records.VERSION, "source": src, "layout": layout,
+  index = {"kind": "jfacediag.records", "version": records.VERSION, "source": origin, "layout": layout,
            "classes": classes, "style": settings.get("style"), "size": size, "encoding": encoding, "shards": names,
            "shard_lengths": lengths, "num_bytes": num_bytes, "seed": seed, "leakage": bool(leakage_check),
            "records": [[e["file"], e["class"], s, p, e["group"], int(e["fallback"]), e["split"]]
