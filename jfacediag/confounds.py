@@ -19,8 +19,9 @@ from scipy import stats
 from jfacediag import fileio
 
 
-def load(path, files):
-  """{file: {attribute: value}} for the manifest's `files`; raises on a CSV without a `file` column."""
+def load(path, files, aliases=None):
+  """{file: {attribute: value}} for the manifest's `files`; raises on a CSV without a `file` column. `aliases` maps
+  the CSV's names to the manifest's: an aligned folder's source photo -> its crop (a.jpg -> a.png)."""
   text = fileio.read_text(path)
   reader = csv.DictReader(io.StringIO(text, newline=""))
   if not reader.fieldnames or "file" not in reader.fieldnames:
@@ -31,6 +32,7 @@ def load(path, files):
   out = {}
   for row in reader:
     name = row.pop("file").replace(os.sep, "/")
+    name = (aliases or {}).get(name, name)
     key = name if name in files else (by_base[os.path.basename(name)][0]
                                       if len(by_base.get(os.path.basename(name), [])) == 1 else None)
     if key is not None:

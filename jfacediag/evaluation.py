@@ -8,6 +8,7 @@ import numpy as np
 
 from jfacediag import calibration, confounds, dataset, leakage, metric_writer, metrics as metrics_lib, progress
 from jfacediag import report, rundir
+from jfacediag.data import aligned_folder
 from jfacediag.models import ensemble
 
 
@@ -54,7 +55,9 @@ def evaluate(config, workdir, ds, outcome, method):
   results["leakage"] = ({k: leak[k] for k in ("pairs", "cross_split", "top_cross_split")}
                         | {"summary": leakage.summary_lines(leak)[0]} if leak is not None else None)
   if config.eval.metadata:
-    meta = confounds.load(config.eval.metadata, [r.file for r in ds.rows])
+    # Names in the CSV are the photos' own; an aligned folder (data.align='auto' too) renamed them to its crops.
+    aliases = {m["source"]: m["output"] for m in aligned_folder.read_rows(ds.root, aligned_folder.MANIFEST)}
+    meta = confounds.load(config.eval.metadata, [r.file for r in ds.rows], aliases)
     results["confounds"] = confounds.analyse(meta, ds.rows, classes, te_files, te_labels, scores.argmax(1))
   aligned = dataset.alignment(ds.root, ds.rows, classes)
   results["warnings"] = (warnings(config, ds, outcome, results)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, subprocess_env
 from configs import own
-from jfacediag import config_check, dataset
+from jfacediag import config_check, confounds, dataset
 from jfacediag.data import lfw_subset
 
 
@@ -53,6 +53,15 @@ def test_auto_alignment_runs_once_in_the_backbones_style_and_keeps_its_source(ph
   # Off: the folder as it is.
   config.data.align = ""
   assert dataset.data_dir_for(config, workdir) == str(other)
+
+
+def test_attributes_named_by_the_photos_reach_their_aligned_crops(tmp_path):
+  """metadata= names the user's photos (a.jpg); the run's manifest names the crops (a.png): the aligned folder's
+  manifest maps one to the other."""
+  (tmp_path / "m.csv").write_text("file,age\nhealthy/a.jpg,child\ndown/b.jpeg,adult\n")
+  meta = confounds.load(str(tmp_path / "m.csv"), ["healthy/a.png", "down/b.png"],
+                        {"healthy/a.jpg": "healthy/a.png", "down/b.jpeg": "down/b.png"})
+  assert meta == {"healthy/a.png": {"age": "child"}, "down/b.png": {"age": "adult"}}
 
 
 def test_weights_are_one_argument_and_bad_values_are_refused(tmp_path):
