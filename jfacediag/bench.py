@@ -338,12 +338,17 @@ def main_input_paths(args):
           f"{r[path]['aug'] / r['cores']:5.0f}   plain {r[path]['plain']:7.0f} / {r[path]['plain'] / r['cores']:5.0f}"
           + ("" if path == "folder" else f"   ({r[path]['aug'] / r['folder']['aug']:.2f}x, "
                                          f"{r[path]['plain'] / r['folder']['plain']:.2f}x the folder)"))
-  line = json.dumps(r)
+  return _emit(r, args.json)
+
+
+def _emit(result, path):
+  """Prints the result as one JSON line, and writes it to `path` (--json) when given."""
+  line = json.dumps(result)
   print(line)
-  if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
+  if path:
+    with open(path, "w", encoding="utf-8") as f:
       f.write(line + "\n")
-  return r
+  return result
 
 
 # == PyTorch ===========================================================================================================
@@ -451,12 +456,7 @@ def main(argv=None):
     print(f"  input pipeline (tf.data, {j['input_images']} generated 250x250 JPEGs): {j['input_img_per_s']:.1f} img/s")
   if "peak_memory_gib" in j:
     print(f"  peak device memory: jfacediag {j['peak_memory_gib']:.2f} GiB")
-  line = json.dumps(result)
-  print(line)
-  if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-      f.write(line + "\n")
-  return result
+  return _emit(result, args.json)
 
 
 if __name__ == "__main__":

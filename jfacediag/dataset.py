@@ -165,18 +165,8 @@ def aligned_for(config, root, workdir):
 
 
 def _aligned_complete(src, dst):
-  """Every image file under src has its row in dst's CSVs (a finished jfacediag.align run)."""
-  if not aligned_folder.settings(dst):
-    return False
-  done = {row["source"] for name in (aligned_folder.MANIFEST, aligned_folder.NO_FACE, aligned_folder.ERRORS)
-          for row in aligned_folder.read_rows(dst, name)}
-  for dirpath, dirnames, filenames in os.walk(src):
-    dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    for name in filenames:
-      rel = os.path.relpath(os.path.join(dirpath, name), src).replace(os.sep, "/")
-      if not name.startswith(".") and name.lower().endswith(images.IMAGE_EXTENSIONS) and rel not in done:
-        return False
-  return True
+  """A finished jfacediag.align run: dst is aligned and lists every image file under src."""
+  return bool(aligned_folder.settings(dst)) and not aligner.pending(src, dst)
 
 
 def _source(dst):

@@ -64,6 +64,18 @@ def toy_dir(tmp_path_factory):
   return root
 
 
+def lfw_folder(tmp_path_factory, per_class):
+  """A raw folder of the first `per_class` real LFW faces and non-face patches of scikit-image's LFW subset."""
+  from jfacediag.data import lfw_subset  # pylint: disable=g-import-not-at-top
+  full = lfw_subset.write_photos(str(tmp_path_factory.mktemp("lfw")))
+  raw = tmp_path_factory.mktemp("raw")
+  for c in lfw_subset.CLASSES:
+    os.makedirs(raw / c)
+    for i in range(per_class):
+      shutil.copy(os.path.join(full, c, f"{i:03d}.png"), raw / c / f"{i:03d}.png")
+  return raw
+
+
 def subprocess_env(**extra):
   env = dict(os.environ)
   env.update({"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}, **extra)

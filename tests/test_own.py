@@ -8,21 +8,15 @@ import sys
 
 import pytest
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, lfw_folder, subprocess_env
 from configs import own
 from jfacediag import config_check, confounds, dataset
-from jfacediag.data import lfw_subset
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
   """8 real LFW face crops and 8 non-face patches (scikit-image's LFW subset), as a researcher's raw folder."""
-  full = lfw_subset.write_photos(str(tmp_path_factory.mktemp("lfw")))
-  raw = tmp_path_factory.mktemp("raw")
-  for c in lfw_subset.CLASSES:
-    os.makedirs(raw / c)
-    for i in range(8):
-      shutil.copy(os.path.join(full, c, f"{i:03d}.png"), raw / c / f"{i:03d}.png")
+  raw = lfw_folder(tmp_path_factory, 8)
   (raw / "README.md").write_text("not a photo")
   return raw
 

@@ -10,22 +10,17 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import lfw_folder, small_config
 from jfacediag import build, dataset, predict, train
 from jfacediag.align import folder as aligner
-from jfacediag.data import images, lfw_subset, pipeline, records
+from jfacediag.data import images, pipeline, records
 from jfacediag.models.preprocessing import Preprocessing
 
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory):
   """24 LFW faces and 24 non-face patches (scikit-image's LFW subset), aligned arcface112 with centre fallbacks."""
-  full = lfw_subset.write_photos(str(tmp_path_factory.mktemp("lfw")))
-  raw = tmp_path_factory.mktemp("raw")
-  for c in lfw_subset.CLASSES:
-    os.makedirs(raw / c)
-    for i in range(24):
-      shutil.copy(os.path.join(full, c, f"{i:03d}.png"), raw / c / f"{i:03d}.png")
+  raw = lfw_folder(tmp_path_factory, 24)
   (raw / "face" / "broken.png").write_bytes(b"not a png")
   out = tmp_path_factory.mktemp("aligned") / "a"
   aligner.align(str(raw), str(out), aligner.Options(style="arcface112", fallback="center"))

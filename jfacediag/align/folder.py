@@ -53,6 +53,12 @@ def _done(dst):
   return {row["source"] for name in (MANIFEST, NO_FACE, ERRORS) for row in aligned_folder.read_rows(dst, name)}
 
 
+def pending(src, dst):
+  """The image files under src that dst's CSVs do not list yet ([] for a finished run)."""
+  done = _done(dst)
+  return [r for r in _sources(src) if r.lower().endswith(images.IMAGE_EXTENSIONS) and r not in done]
+
+
 def _write_png(path, rgb):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.{os.getpid()}.tmp.png"

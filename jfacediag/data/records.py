@@ -281,9 +281,9 @@ def iter_images(root, files):
   """Yields (file, uint8 [H, W, 3]) for `files`, shard by shard (one shard in memory at a time)."""
   loc = locate(root, files)
   tf_ = tf()
-  decode = decoder(root)
+  decode, shards = decoder(root), read_index(root)["shards"]
   for s in np.unique(loc.shard):
-    recs = tf_.data.TFRecordDataset(os.path.join(root, read_index(root)["shards"][s])).batch(1 << 30)
+    recs = tf_.data.TFRecordDataset(os.path.join(root, shards[s])).batch(1 << 30)
     recs = recs.get_single_element()
     for k in np.flatnonzero(loc.shard == s):
       yield files[k], decode(recs[int(loc.position[k])]).numpy()
