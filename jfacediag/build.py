@@ -108,6 +108,8 @@ def build(src, out, style="", shard_size=1024, seed=0, leakage_check=True, encod
   """Writes the dataset; returns its jfacediag.json dict."""
   t0 = time.perf_counter()
   src = os.path.abspath(os.path.expanduser(src))
+  if not os.path.isdir(src):
+    raise FileNotFoundError(f"--src {src} is not a folder")
   out = fileio.absolute(out)
   if fileio.exists(os.path.join(out, records.INDEX)):
     raise ValueError(f"{out} already holds a dataset; remove it or choose another --out")

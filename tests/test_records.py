@@ -53,6 +53,10 @@ def test_the_builder_writes_shards_tfds_loads_with_every_face_and_its_facts(alig
   assert len({r[4] for r in index["records"]}) <= 48  # Identity groups from the leakage guard.
   with pytest.raises(ValueError, match="already holds a dataset"):
     build.build(str(aligned), str(out))
+  with pytest.raises(FileNotFoundError, match="is not a folder"):
+    build.build(str(aligned / "nowhere"), str(out.parent / "x"))
+  with pytest.raises(ValueError, match="not aligned by jfacediag.align .*pass --style"):
+    build.build(str(aligned / "face"), str(out.parent / "y"))
 
 
 def test_the_record_stream_is_a_pure_function_of_the_step_and_covers_each_epoch(aligned, built):
